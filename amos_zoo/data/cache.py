@@ -1,0 +1,38 @@
+"""The preprocessing cache's safe-loading allow-list.
+
+Cached cases are MetaTensors with their metadata (affine, original shape, applied operations). They are
+read back with ``torch.load(weights_only=True)``; this module allow-lists exactly the MONAI and numpy
+types those files hold, so nothing else in a cache file can run code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["CACHE_SAFE_GLOBALS", "allow_cache_types"]
+
+
+def _numpy_globals() -> list:
+    from numpy._core.multiarray import _reconstruct
+
+    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return [np.ndarray, np.dtype, _reconstruct, *dtypes]
+
+
+def _monai_globals() -> list:
+    from monai.data.meta_tensor import MetaTensor
+    from monai.utils.enums import MetaKeys, SpaceKeys, TraceKeys
+
+    return [MetaTensor, MetaKeys, SpaceKeys, TraceKeys]
+
+
+CACHE_SAFE_GLOBALS: list = []
+
+
+def allow_cache_types() -> list:
+    """Allow-list the types of cached MetaTensors for weights-only loading (idempotent); returns them."""
+    if not CACHE_SAFE_GLOBALS:
+        CACHE_SAFE_GLOBALS.extend(_numpy_globals() + _monai_globals())
+        torch.serialization.add_safe_globals(CACHE_SAFE_GLOBALS)
+    return CACHE_SAFE_GLOBALS

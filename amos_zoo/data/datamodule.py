@@ -1,0 +1,205 @@
+"""The one LightningDataModule every model trains with.
+
+It reads the dataset index, picks a task's cases from the official splits, runs the recipe's
+deterministic preprocessing once into a validated disk cache (MONAI PersistentDataset with
+``track_meta=True`` and the transform chain hashed into every entry's key, the source files' size and
+modification time in the case key), samples positive/negative patches for training and serves whole
+volumes for validation. Under DDP the validation cases are split between processes without padding,
+so no case is scored twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from monai import transforms as mt
+from monai.data import DataLoader, Dataset, PersistentDataset, list_data_collate
+from monai.data.utils import pickle_hashing
+
+from amos_zoo.data.cache import allow_cache_types
+from amos_zoo.data.index import DatasetIndex, load_index, select_task_cases
+from amos_zoo.data.recipes import Recipe, deterministic_transforms, get_recipe, train_transforms
+
+__all__ = ["SegmentationDataModule"]
+
+
+def _stamp(paths: list[str]) -> str:
+    """Size and modification time of the source files: part of the cache key, so edited files are re-read."""
+    parts = []
+    for p in paths:
+        st = os.stat(p)
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Data for every model: AMOS (Task 1/2), MSD and nnU-Net layouts through one index and one recipe.
+
+    Args:
+        root: dataset folder holding dataset.json (AMOS / MSD / nnU-Net v2 raw layout).
+        task: ``amos-ct`` (Task 1), ``amos-ctmr`` (Task 2), ``amos-mr`` or ``all``.
+        recipe: preprocessing recipe name (``btcv``, ``amos-nnunet``, ``quickstart``, ``tiny``...).
+        spacing: override the recipe's target spacing (mm, x y z).
+        patch_size: override the recipe's training patch size (voxels, x y z).
+        num_samples: override patches drawn per volume per step.
+        batch_size: volumes per training batch (each gives ``num_samples`` patches).
+        num_workers: data loader processes.
+        cache_dir: where preprocessed cases are stored; default ``<root>/.amos_zoo_cache/<recipe>``.
+        cache: ``disk`` (PersistentDataset), or ``none`` to preprocess every time.
+        train_split: split to train on (official ``training``).
+        val_split: split to validate on (official ``validation``); when the dataset has none, the
+            last ``val_fraction`` of the training cases are held out.
+        val_fraction: fraction held out when there is no validation split.
+        max_train_cases: use at most this many training cases (smoke runs).
+        max_val_cases: use at most this many validation cases.
+        dataset_json: index file, default ``root/dataset.json``.
+        modality_override: case id -> CT/MRI, replacing the AMOS id rule.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        task: str = "amos-ct",
+        recipe: str = "btcv",
+        spacing: tuple[float, float, float] | None = None,
+        patch_size: tuple[int, int, int] | None = None,
+        num_samples: int | None = None,
+        batch_size: int = 1,
+        num_workers: int = 2,
+        cache_dir: str | None = None,
+        cache: str = "disk",
+        train_split: str = "training",
+        val_split: str = "validation",
+        val_fraction: float = 0.2,
+        max_train_cases: int | None = None,
+        max_val_cases: int | None = None,
+        dataset_json: str | None = None,
+        modality_override: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.task = task
+        self.recipe: Recipe = get_recipe(recipe, spacing=spacing, patch_size=patch_size, num_samples=num_samples)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".amos_zoo_cache" / self.recipe.name
+        self._index: DatasetIndex | None = None
+        self.train_ds = self.val_ds = None
+
+    # ---- facts other components link to -------------------------------------------------------------
+    @property
+    def index(self) -> DatasetIndex:
+        """The dataset index (read on first use)."""
+        if self._index is None:
+            self._index = load_index(self.root, self.hparams.dataset_json, self.hparams.modality_override)
+        return self._index
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background, from the dataset's label map."""
+        return self.index.labels.num_classes
+
+    @property
+    def num_channels(self) -> int:
+        """Input channels, from the dataset's modality / channel list."""
+        return self.index.num_channels
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """id -> readable organ name."""
+        return self.index.labels.display_names
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """Training patch size (also the sliding-window size)."""
+        return tuple(self.recipe.patch_size)
+
+    # ---- splits -------------------------------------------------------------------------------------
+    def case_dicts(self, stage: str) -> list[dict[str, Any]]:
+        """Case dictionaries of the ``train`` or ``val`` stage after task selection and limits."""
+        index = self.index
+        train = select_task_cases(index, self.hparams.train_split, self.task)
+        if self.hparams.val_split in index.splits:
+            val = select_task_cases(index, self.hparams.val_split, self.task)
+        else:  # no official validation split (MSD, nnU-Net): a deterministic hold-out of the last cases
+            n_val = max(1, int(round(len(train) * self.hparams.val_fraction)))
+            train, val = train[:-n_val], train[-n_val:]
+        cases = train if stage == "train" else val
+        limit = self.hparams.max_train_cases if stage == "train" else self.hparams.max_val_cases
+        if limit:
+            cases = cases[:limit]
+        out = []
+        for case in cases:
+            if case.label is None:
+                continue
+            d = case.as_dict()
+            d["source_stamp"] = _stamp([str(p) for p in case.images] + [str(case.label)])
+            out.append(d)
+        return out
+
+    def _dataset(self, data: list[dict], chain: list) -> Dataset:
+        transform = mt.Compose(chain)
+        if self.cache == "none":
+            return Dataset(data, transform=transform)
+        if self.cache != "disk":
+            raise ValueError(f"cache must be 'disk' or 'none', got {self.cache!r}")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        allow_cache_types()
+        return PersistentDataset(
+            data,
+            transform=transform,
+            cache_dir=self.cache_dir,
+            hash_transform=pickle_hashing,
+            track_meta=True,
+            weights_only=True,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets (runs on every process)."""
+        deterministic = deterministic_transforms(self.recipe)
+        if stage in (None, "fit"):
+            self.train_ds = self._dataset(self.case_dicts("train"), deterministic + train_transforms(self.recipe))
+        if stage in (None, "fit", "validate", "test"):
+            self.val_ds = self._dataset(self.case_dicts("val"), deterministic)
+
+    def prepare_data(self) -> None:
+        """Fill the preprocessing cache once (rank 0) so later epochs and processes only read it."""
+        if self.cache != "disk":
+            return
+        deterministic = deterministic_transforms(self.recipe)
+        for stage in ("train", "val"):
+            data = self.case_dicts(stage)
+            chain = deterministic + (train_transforms(self.recipe) if stage == "train" else [])
+            ds = self._dataset(data, chain)
+            for item in data:
+                ds._cachecheck(item)
+
+    # ---- loaders ------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        """Random patches; ``batch_size`` volumes x ``num_samples`` patches per step."""
+        return DataLoader(
+            self.train_ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            collate_fn=list_data_collate,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Whole volumes, one per batch; split between DDP processes without duplicates."""
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from monai.data import DistributedSampler
+
+            sampler = DistributedSampler(self.val_ds, shuffle=False, even_divisible=False)
+        return DataLoader(self.val_ds, batch_size=1, shuffle=False, sampler=sampler, num_workers=self.num_workers)
+
+    test_dataloader = val_dataloader

@@ -1,0 +1,157 @@
+"""Surface distances with DeepMind's definitions (surface elements weighted by area), fast.
+
+The definitions follow the reference package ``surface-distance``: surfaces are the corners of the
+2x2x2 (2x2 in 2D) neighbourhood codes that are neither empty nor full, each weighted by the area (length
+in 2D) of its surface element; distances are Euclidean in millimetres between those corners. Results
+equal the reference to floating-point rounding. The speed comes from:
+
+* cropping each organ to the union of its bounding boxes (computed once per volume for all labels),
+* neighbour codes from eight shifted views (bit operations, no convolution),
+* distances only for surface points not shared by both surfaces (shared ones are 0), found with a
+  k-d tree over the other surface's points instead of a distance transform of the whole crop,
+* a vectorised weighted percentile instead of sorting Python tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["SurfaceDistances", "surface_distances", "surface_area_table"]
+
+_KERNEL_3D = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]], dtype=np.uint8)
+_KERNEL_2D = np.array([[8, 4], [2, 1]], dtype=np.uint8)
+
+
+@lru_cache(maxsize=64)
+def surface_area_table(spacing: tuple[float, ...]) -> np.ndarray:
+    """Neighbour code -> surface element area (3D, 256 codes) or contour length (2D, 16 codes), float64.
+
+    Uses MONAI's table of surface normals per code (the same table as DeepMind's surface-distance).
+    """
+    if len(spacing) == 3:
+        from monai.metrics.utils import _get_neighbour_code_to_normals_table
+
+        normals = _get_neighbour_code_to_normals_table().double().cpu().numpy()  # (256, 4, 3)
+        s = np.array([spacing[1] * spacing[2], spacing[0] * spacing[2], spacing[0] * spacing[1]], dtype=np.float64)
+        return np.linalg.norm(normals * s, axis=-1).sum(-1)
+    if len(spacing) == 2:
+        from monai.metrics.utils import create_table_neighbour_code_to_contour_length
+
+        table, _ = create_table_neighbour_code_to_contour_length(tuple(float(s) for s in spacing))
+        return np.asarray(table.cpu().numpy() if hasattr(table, "cpu") else table, dtype=np.float64)
+    raise ValueError(f"surface metrics need 2D or 3D masks, got spacing {spacing}")
+
+
+@dataclass
+class SurfaceDistances:
+    """Per-surface-element distances (mm) and areas (mm^2), both directions, sorted by distance then area."""
+
+    distances_gt_to_pred: np.ndarray
+    distances_pred_to_gt: np.ndarray
+    surfel_areas_gt: np.ndarray
+    surfel_areas_pred: np.ndarray
+
+    def surface_dice(self, tolerance_mm: float) -> float:
+        """Normalised surface Dice at a tolerance (NaN when both surfaces are empty)."""
+        total = self.surfel_areas_gt.sum() + self.surfel_areas_pred.sum()
+        if total == 0:
+            return float("nan")
+        overlap = self.surfel_areas_gt[self.distances_gt_to_pred <= tolerance_mm].sum()
+        overlap += self.surfel_areas_pred[self.distances_pred_to_gt <= tolerance_mm].sum()
+        return float(overlap / total)
+
+    def robust_hausdorff(self, percent: float = 95.0) -> float:
+        """Area-weighted percentile Hausdorff distance (inf when one surface is empty)."""
+        out = []
+        for dist, area in (
+            (self.distances_gt_to_pred, self.surfel_areas_gt),
+            (self.distances_pred_to_gt, self.surfel_areas_pred),
+        ):
+            if len(dist) == 0:
+                out.append(np.inf)
+                continue
+            cum = np.cumsum(area) / np.sum(area)
+            idx = int(np.searchsorted(cum, percent / 100.0))
+            out.append(float(dist[min(idx, len(dist) - 1)]))
+        return float(max(out))
+
+    def average_surface_distance(self) -> tuple[float, float]:
+        """Area-weighted mean distance gt -> pred and pred -> gt."""
+        a = float(np.sum(self.distances_gt_to_pred * self.surfel_areas_gt) / np.sum(self.surfel_areas_gt))
+        b = float(np.sum(self.distances_pred_to_gt * self.surfel_areas_pred) / np.sum(self.surfel_areas_pred))
+        return a, b
+
+
+def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
+    """Neighbour code of every voxel corner of a cropped mask (shape + 1 per axis)."""
+    padded = np.pad(mask.astype(np.uint8, copy=False), 1)
+    shape = tuple(s + 1 for s in mask.shape)
+    code = np.zeros(shape, dtype=np.uint8)
+    kernel = _KERNEL_3D if mask.ndim == 3 else _KERNEL_2D
+    for offset in np.ndindex(*kernel.shape):
+        view = padded[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
+        code |= view * kernel[offset]
+    return code
+
+
+def _sorted(dist: np.ndarray, area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((area, dist))
+    return dist[order], area[order]
+
+
+def surface_distances(
+    gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], *, presorted: bool = True
+) -> SurfaceDistances:
+    """Surface distances between two boolean masks (2D or 3D), equal to ``surface_distance.compute_surface_distances``.
+
+    Args:
+        gt: reference mask.
+        pred: predicted mask, same shape.
+        spacing: voxel size in mm per axis.
+        presorted: sort each direction by distance (needed for the robust Hausdorff distance).
+    """
+    if gt.shape != pred.shape:
+        raise ValueError(f"mask shapes differ: gt {gt.shape} vs pred {pred.shape}")
+    if gt.ndim not in (2, 3) or len(spacing) != gt.ndim:
+        raise ValueError(f"need 2D/3D masks with one spacing per axis; got shape {gt.shape}, spacing {spacing}")
+    union = gt | pred
+    if not union.any():
+        empty = np.zeros(0)
+        return SurfaceDistances(empty, empty, empty, empty)
+    nz = [np.flatnonzero(union.any(axis=tuple(a for a in range(gt.ndim) if a != ax))) for ax in range(gt.ndim)]
+    box = tuple(slice(n[0], n[-1] + 1) for n in nz)
+    return _surface_distances_cropped(gt[box], pred[box], tuple(float(s) for s in spacing), presorted)
+
+
+def _surface_distances_cropped(gt, pred, spacing, presorted=True) -> SurfaceDistances:
+    table = surface_area_table(spacing)
+    full = 255 if gt.ndim == 3 else 15
+    code_g, code_p = _neighbour_codes(gt), _neighbour_codes(pred)
+    border_g = (code_g != 0) & (code_g != full)
+    border_p = (code_p != 0) & (code_p != full)
+    area_g, area_p = table[code_g[border_g]], table[code_p[border_p]]
+    dist_g = _distances_to(border_g, border_p, spacing)
+    dist_p = _distances_to(border_p, border_g, spacing)
+    if presorted:
+        dist_g, area_g = _sorted(dist_g, area_g)
+        dist_p, area_p = _sorted(dist_p, area_p)
+    return SurfaceDistances(dist_g, dist_p, area_g, area_p)
+
+
+def _distances_to(src: np.ndarray, dst: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """For each True corner of ``src`` (C order), the distance in mm to the nearest True corner of ``dst``."""
+    n_src = int(np.count_nonzero(src))
+    if not dst.any():
+        return np.full(n_src, np.inf)
+    out = np.zeros(n_src)
+    todo = ~dst[src]  # corners on both surfaces are at distance 0
+    if todo.any():
+        scale = np.asarray(spacing, dtype=np.float64)
+        query = np.argwhere(src)[todo] * scale
+        tree = cKDTree(np.argwhere(dst) * scale)
+        out[todo], _ = tree.query(query, k=1, workers=-1)
+    return out

@@ -1,0 +1,215 @@
+"""The model registry: one place that knows how to build each baseline from MONAI's networks.
+
+``create_model(name, in_channels=1, out_channels=16, **overrides)`` builds a network with its recipe
+hyperparameters (REFERENCE.md); ``list_models()`` describes each one. MONAI's networks are wrapped,
+never forked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelSpec", "MODEL_REGISTRY", "register_model", "create_model", "list_models", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: builder, recipe defaults and input constraints."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any]
+    description: str
+    source: str
+    #: every spatial side of an input patch must be divisible by this number
+    divisor: int = 16
+    #: the network accepts only this exact patch size (UNETR's positional embedding), else None
+    fixed_size_arg: str | None = None
+    published_params: float | None = None  # millions, with the defaults (in 1, out as in the source)
+    published_params_setting: dict[str, Any] = field(default_factory=dict)
+
+    def constraints(self, overrides: dict[str, Any] | None = None) -> str:
+        """Human-readable input constraints."""
+        args = {**self.defaults, **(overrides or {})}
+        if self.fixed_size_arg:
+            return f"patch must equal img_size={args.get(self.fixed_size_arg)} (sides divisible by 16)"
+        return f"patch sides divisible by {self.divisor}"
+
+
+MODEL_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add an architecture to the registry (names are unique)."""
+    if spec.name in MODEL_REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    MODEL_REGISTRY[spec.name] = spec
+    return spec
+
+
+def _unet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    kw.setdefault("channels", (32, 64, 128, 256, 512))
+    kw.setdefault("strides", (2,) * (len(kw["channels"]) - 1))
+    return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _unetr(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
+    from monai.networks.nets import UNETR
+
+    return UNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **kw)
+
+
+def _swin_unetr(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
+    from monai.networks.nets import SwinUNETR
+
+    kw.pop("img_size", None)  # MONAI >= 1.5 no longer takes img_size; sides must be divisible by 32
+    return SwinUNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **kw)
+
+
+def _vnet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
+    from monai.networks.nets import VNet
+
+    if spatial_dims != 3:
+        raise ValueError("VNet is 3D only in MONAI (its blocks are 3D); use unet, unetr or swin_unetr for 2D")
+    if 16 % in_channels != 0:
+        raise ValueError(f"MONAI's VNet needs 16 % in_channels == 0; got in_channels={in_channels}")
+    return VNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _dynunet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
+    from monai.networks.nets import DynUNet
+
+    kernels = kw.pop("kernel_size", [[3, 3, 3]] * 6)
+    strides = kw.pop("strides", [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]])
+    kw.setdefault("upsample_kernel_size", strides[1:])
+    return DynUNet(spatial_dims, in_channels, out_channels, kernels, strides, **kw)
+
+
+register_model(
+    ModelSpec(
+        "unet",
+        _unet,
+        {"channels": (32, 64, 128, 256, 512), "strides": (2, 2, 2, 2), "num_res_units": 2, "norm": "instance"},
+        "MONAI UNet (residual units)",
+        "MONAI UNet; channels 32..512, 2 residual units: 19.2 M parameters (REFERENCE.md)",
+        divisor=16,
+        published_params=19.2,
+        published_params_setting={"in_channels": 1, "out_channels": 16},
+    )
+)
+register_model(
+    ModelSpec(
+        "unetr",
+        _unetr,
+        {
+            "img_size": (96, 96, 96),
+            "feature_size": 16,
+            "hidden_size": 768,
+            "mlp_dim": 3072,
+            "num_heads": 12,
+            "proj_type": "perceptron",
+            "norm_name": "instance",
+            "res_block": True,
+            "dropout_rate": 0.0,
+        },
+        "MONAI UNETR (ViT-B encoder, perceptron patch embedding)",
+        "Hatamizadeh et al. 2022 / research-contributions BTCV recipe: 92.8 M parameters (3D UX-Net table)",
+        divisor=16,
+        fixed_size_arg="img_size",
+        published_params=92.8,
+        published_params_setting={"in_channels": 1, "out_channels": 14},
+    )
+)
+register_model(
+    ModelSpec(
+        "swin_unetr",
+        _swin_unetr,
+        {"feature_size": 48, "use_checkpoint": False, "norm_name": "instance"},
+        "MONAI SwinUNETR (Swin-T encoder)",
+        "Hatamizadeh et al. 2022 / research-contributions BTCV recipe: feature 48, 62.2 M parameters",
+        divisor=32,
+        published_params=62.2,
+        published_params_setting={"in_channels": 1, "out_channels": 14},
+    )
+)
+register_model(
+    ModelSpec(
+        "vnet",
+        _vnet,
+        {"dropout_prob_down": 0.5, "dropout_prob_up": (0.5, 0.5)},
+        "MONAI VNet",
+        "Milletari et al. 2016, MONAI implementation; 1 in channel, 16 out: 45.7 M parameters",
+        divisor=16,
+        published_params=45.7,
+        published_params_setting={"in_channels": 1, "out_channels": 16},
+    )
+)
+register_model(
+    ModelSpec(
+        "dynunet",
+        _dynunet,
+        {"norm_name": "instance", "deep_supervision": False, "res_block": False},
+        "MONAI DynUNet configured like nnU-Net 3d_fullres",
+        "Isensee et al. 2021 (nnU-Net) 3d_fullres topology: 6 stages, 32..320 filters",
+        divisor=32,
+    )
+)
+
+
+def create_model(name: str, in_channels: int = 1, out_channels: int = 16, **overrides: Any) -> nn.Module:
+    """Build a registered model with its recipe defaults, updated by ``overrides``.
+
+    Args:
+        name: registry name (``amos-zoo models`` lists them).
+        in_channels: input channels (1 for AMOS, 4 for MSD BrainTumour...).
+        out_channels: classes including background (16 for AMOS).
+        **overrides: MONAI constructor arguments replacing the recipe defaults (e.g. ``feature_size=12``).
+    """
+    if name not in MODEL_REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}")
+    spec = MODEL_REGISTRY[name]
+    args = {**spec.defaults, **overrides}
+    return spec.builder(in_channels, out_channels, **args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per registered model: name, published parameter count, constraints, description."""
+    rows = []
+    for spec in MODEL_REGISTRY.values():
+        rows.append(
+            {
+                "name": spec.name,
+                "params_published_M": spec.published_params,
+                "constraints": spec.constraints(),
+                "description": spec.description,
+                "source": spec.source,
+            }
+        )
+    return rows
+
+
+def check_patch_size(name: str, patch_size: tuple[int, ...], overrides: dict[str, Any] | None = None) -> None:
+    """Raise a clear error when a patch size does not fit a model's input constraints."""
+    spec = MODEL_REGISTRY[name]
+    args = {**spec.defaults, **(overrides or {})}
+    if spec.fixed_size_arg:
+        want = tuple(args[spec.fixed_size_arg])
+        if tuple(patch_size) != want[: len(patch_size)]:
+            raise ValueError(f"{name}: patch size {tuple(patch_size)} must equal img_size {want}")
+    bad = [s for s in patch_size if s % spec.divisor]
+    if bad:
+        raise ValueError(f"{name}: patch size {tuple(patch_size)} must have sides divisible by {spec.divisor}")
+
+
