@@ -39,7 +39,7 @@ _ORGANS: list[tuple[int, str, tuple, tuple, float, float]] = [
     (12, "ellipsoid", (-34, -42, 55), (11, 8, 17), -5, 330),  # left adrenal gland
     (14, "ellipsoid", (0, 35, -82), (36, 25, 20), -10, 70),  # bladder
     (15, "ellipsoid", (0, -8, -88), (18, 14, 14), 70, 360),  # prostate/uterus
-    (5, "tube", (-8, -35, 45), (8, 0, 100), 20, 280),  # esophagus
+    (5, "tube", (-8, -35, 45), (10, 0, 100), -20, 200),  # esophagus
     (8, "tube", (-14, -42, -60), (11, 0, 100), 220, 40),  # aorta
     (9, "tube", (20, -36, -50), (10, 0, 75), 170, 80),  # inferior vena cava
 ]

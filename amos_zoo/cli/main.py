@@ -1,0 +1,167 @@
+"""``amos-zoo``: one command for training (LightningCLI), data, models and evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (LightningCLI: --config configs/amos_ct/swin_unetr.yaml --data.root DIR)",
+    "validate": "validate a checkpoint on the validation split (LightningCLI; --ckpt_path FILE)",
+    "test": "score a checkpoint on the validation split (LightningCLI; --ckpt_path FILE)",
+    "predict": "LightningCLI predict loop (--ckpt_path FILE)",
+}
+
+EPILOG = """Lightning subcommands (each has --help and --print_config):
+""" + "\n".join(f"  {k:<10} {v}" for k, v in LIGHTNING_COMMANDS.items()) + """
+
+Examples:
+  amos-zoo quickstart --out quickstart
+  amos-zoo synth --out data/synth
+  amos-zoo fit --config configs/amos_ct/swin_unetr.yaml --data.root /data/amos22
+  amos-zoo evaluate --pred preds/ --gt amos22/labelsVa --out eval/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the non-Lightning subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="amos-zoo",
+        description="Benchmarked MONAI baselines for AMOS 2022 and the Medical Segmentation Decathlon.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    q = sub.add_parser("quickstart", help="synthetic data -> train a small UNet on CPU -> evaluate and plot",
+                       description="Generate the synthetic AMOS dataset, train a small UNet on CPU, predict the "
+                       "validation cases in their original geometry, evaluate them, and plot. Everything goes "
+                       "under --out. The last line printed is the mean foreground Dice.")
+    q.add_argument("--out", type=Path, default=Path("quickstart"), help="output folder (default ./quickstart)")
+    q.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
+    q.add_argument("--task", default="amos-ct", choices=["amos-ct", "amos-ctmr"], help="AMOS task to train on")
+    q.add_argument("--n-train", type=int, default=None, help="synthetic training cases (default 24)")
+    q.add_argument("--n-val", type=int, default=None, help="synthetic validation cases (default 6)")
+    q.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline)")
+    q.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser("synth", help="write a synthetic AMOS-layout dataset of phantom abdomens",
+                       description="Write imagesTr/labelsTr/imagesVa/labelsVa/imagesTs and dataset.json in the "
+                       "official AMOS 2022 format: phantom abdomens with all 15 organs; CT ids < 500, MRI >= 500.")
+    s.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    s.add_argument("--n-train-ct", type=int, default=16)
+    s.add_argument("--n-train-mr", type=int, default=4)
+    s.add_argument("--n-val-ct", type=int, default=4)
+    s.add_argument("--n-val-mr", type=int, default=2)
+    s.add_argument("--n-test", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("models", help="list the registered models with parameters and input constraints",
+                       description="List every model of the registry: parameter count (computed and published), "
+                       "input constraints and source.")
+    m.add_argument("--no-count", action="store_true", help="skip building each model to count its parameters")
+
+    e = sub.add_parser("evaluate", help="score a folder of predictions against reference labels",
+                       description="Dice, NSD, HD95 and ASSD per case and organ (DeepMind surface-distance "
+                       "definitions), aggregated per organ, per modality and overall. Writes per_case.csv, "
+                       "summary.json, summary.md and boxplot.png under --out.")
+    e.add_argument("--pred", type=Path, required=True, help="folder of predicted label NIfTIs (<case>.nii.gz)")
+    e.add_argument("--gt", type=Path, required=True, help="folder of reference label NIfTIs")
+    e.add_argument("--dataset-json", type=Path, default=None, help="dataset.json whose label map to use")
+    e.add_argument("--tolerance", default="uniform-2mm",
+                   help="NSD tolerance: a preset (uniform-1mm, uniform-2mm, uniform-5mm, flare22, amos) or mm")
+    e.add_argument("--metrics", default="dice,nsd,hd95,assd", help="comma-separated metrics")
+    e.add_argument("--empty-policy", default="score", choices=["score", "ignore"],
+                   help="how organs absent from the reference are scored (README: metric conventions)")
+    e.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    e.add_argument("--out", type=Path, required=True, help="report folder")
+    return parser
+
+
+def _cmd_quickstart(args) -> int:
+    from amos_zoo.engine.quickstart import QuickstartConfig, run_quickstart
+
+    cfg = QuickstartConfig(out=args.out, task=args.task, wandb=args.wandb, seed=args.seed)
+    if args.steps is not None:
+        cfg.max_steps = args.steps
+        cfg.val_every = max(1, min(cfg.val_every, args.steps))
+    if args.n_train is not None:
+        cfg.n_train = args.n_train
+    if args.n_val is not None:
+        cfg.n_val = args.n_val
+    run_quickstart(cfg)
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from amos_zoo.data.synth import write_synthetic_dataset
+
+    root = write_synthetic_dataset(args.out, args.n_train_ct, args.n_train_mr, args.n_val_ct, args.n_val_mr,
+                                   args.n_test, seed=args.seed)
+    print(f"wrote the synthetic AMOS dataset to {root} (dataset.json, imagesTr, labelsTr, imagesVa, labelsVa, "
+          f"imagesTs). Next: amos-zoo fit --config configs/quickstart/unet.yaml --data.root {root}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from amos_zoo.models.registry import MODEL_REGISTRY, count_parameters, create_model
+
+    print(f"{'name':<12} {'params (M)':>10} {'published':>9}  constraints / description")
+    for spec in MODEL_REGISTRY.values():
+        count = ""
+        if not args.no_count:
+            net = create_model(spec.name, **(spec.published_params_setting or {}))
+            count = f"{count_parameters(net) / 1e6:.1f}"
+        pub = f"{spec.published_params:.1f}" if spec.published_params else "-"
+        print(f"{spec.name:<12} {count:>10} {pub:>9}  {spec.constraints()}; {spec.description}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from amos_zoo.data.labels import AMOS_LABELS
+    from amos_zoo.metrics.evaluate import evaluate_folders, markdown_table
+
+    labels = AMOS_LABELS
+    if args.dataset_json:
+        from amos_zoo.data.index import load_index
+
+        labels = load_index(args.dataset_json.parent, args.dataset_json).labels
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    summary = evaluate_folders(args.pred, args.gt, args.out, labels=labels, tolerance=args.tolerance,
+                               metrics=metrics, empty_policy=args.empty_policy, workers=args.workers)
+    print(markdown_table(summary, labels, [m for m in metrics if m in ("dice", "nsd")] or list(metrics[:1])))
+    if summary["missing_predictions"]:
+        print(f"missing predictions (scored as empty): {', '.join(summary['missing_predictions'])}")
+    print(f"reports written to {args.out}: per_case.csv, summary.json, summary.md, boxplot.png")
+    return 0
+
+
+COMMANDS = {"quickstart": _cmd_quickstart, "synth": _cmd_synth, "models": _cmd_models, "evaluate": _cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``amos-zoo`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from amos_zoo.cli.lightning import run_lightning_cli
+
+        run_lightning_cli(argv)
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        print(f"amos-zoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
