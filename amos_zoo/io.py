@@ -62,9 +62,7 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
-def save_nifti(
-    array: np.ndarray, affine: np.ndarray, path: str | Path, header: nib.Nifti1Header | None = None
-) -> Path:
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, header: nib.Nifti1Header | None = None) -> Path:
     """Save an array as NIfTI atomically, with qform and sform both set to ``affine``.
 
     Args:

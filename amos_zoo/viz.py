@@ -92,8 +92,9 @@ def overlay_png(
         color = cmap((int(lid) - 1) % 20)
         ax.contour(to_view(pred[tuple(take)] == lid), levels=[0.5], colors=[color], linewidths=1.5)
         if truth is not None:
-            ax.contour(to_view(truth[tuple(take)] == lid), levels=[0.5], colors=[color], linewidths=1.0,
-                       linestyles="dashed")
+            ax.contour(
+                to_view(truth[tuple(take)] == lid), levels=[0.5], colors=[color], linewidths=1.0, linestyles="dashed"
+            )
     ax.set_title(title or f"slice {index}: prediction solid, reference dashed")
     ax.axis("off")
     return _save(fig, path)

@@ -39,4 +39,3 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> AmosLightningCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
-

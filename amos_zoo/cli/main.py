@@ -16,8 +16,11 @@ LIGHTNING_COMMANDS = {
     "predict": "LightningCLI predict loop (--ckpt_path FILE)",
 }
 
-EPILOG = """Lightning subcommands (each has --help and --print_config):
-""" + "\n".join(f"  {k:<10} {v}" for k, v in LIGHTNING_COMMANDS.items()) + """
+EPILOG = (
+    """Lightning subcommands (each has --help and --print_config):
+"""
+    + "\n".join(f"  {k:<10} {v}" for k, v in LIGHTNING_COMMANDS.items())
+    + """
 
 Examples:
   amos-zoo quickstart --out quickstart
@@ -25,6 +28,7 @@ Examples:
   amos-zoo fit --config configs/amos_ct/swin_unetr.yaml --data.root /data/amos22
   amos-zoo evaluate --pred preds/ --gt amos22/labelsVa --out eval/
 """
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    q = sub.add_parser("quickstart", help="synthetic data -> train a small UNet on CPU -> evaluate and plot",
-                       description="Generate the synthetic AMOS dataset, train a small UNet on CPU, predict the "
-                       "validation cases in their original geometry, evaluate them, and plot. Everything goes "
-                       "under --out. The last line printed is the mean foreground Dice.")
+    q = sub.add_parser(
+        "quickstart",
+        help="synthetic data -> train a small UNet on CPU -> evaluate and plot",
+        description="Generate the synthetic AMOS dataset, train a small UNet on CPU, predict the "
+        "validation cases in their original geometry, evaluate them, and plot. Everything goes "
+        "under --out. The last line printed is the mean foreground Dice.",
+    )
     q.add_argument("--out", type=Path, default=Path("quickstart"), help="output folder (default ./quickstart)")
     q.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
     q.add_argument("--task", default="amos-ct", choices=["amos-ct", "amos-ctmr"], help="AMOS task to train on")
@@ -49,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline)")
     q.add_argument("--seed", type=int, default=0)
 
-    s = sub.add_parser("synth", help="write a synthetic AMOS-layout dataset of phantom abdomens",
-                       description="Write imagesTr/labelsTr/imagesVa/labelsVa/imagesTs and dataset.json in the "
-                       "official AMOS 2022 format: phantom abdomens with all 15 organs; CT ids < 500, MRI >= 500.")
+    s = sub.add_parser(
+        "synth",
+        help="write a synthetic AMOS-layout dataset of phantom abdomens",
+        description="Write imagesTr/labelsTr/imagesVa/labelsVa/imagesTs and dataset.json in the "
+        "official AMOS 2022 format: phantom abdomens with all 15 organs; CT ids < 500, MRI >= 500.",
+    )
     s.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     s.add_argument("--n-train-ct", type=int, default=16)
     s.add_argument("--n-train-mr", type=int, default=4)
@@ -60,23 +70,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
 
-    m = sub.add_parser("models", help="list the registered models with parameters and input constraints",
-                       description="List every model of the registry: parameter count (computed and published), "
-                       "input constraints and source.")
+    m = sub.add_parser(
+        "models",
+        help="list the registered models with parameters and input constraints",
+        description="List every model of the registry: parameter count (computed and published), "
+        "input constraints and source.",
+    )
     m.add_argument("--no-count", action="store_true", help="skip building each model to count its parameters")
 
-    e = sub.add_parser("evaluate", help="score a folder of predictions against reference labels",
-                       description="Dice, NSD, HD95 and ASSD per case and organ (DeepMind surface-distance "
-                       "definitions), aggregated per organ, per modality and overall. Writes per_case.csv, "
-                       "summary.json, summary.md and boxplot.png under --out.")
+    e = sub.add_parser(
+        "evaluate",
+        help="score a folder of predictions against reference labels",
+        description="Dice, NSD, HD95 and ASSD per case and organ (DeepMind surface-distance "
+        "definitions), aggregated per organ, per modality and overall. Writes per_case.csv, "
+        "summary.json, summary.md and boxplot.png under --out.",
+    )
     e.add_argument("--pred", type=Path, required=True, help="folder of predicted label NIfTIs (<case>.nii.gz)")
     e.add_argument("--gt", type=Path, required=True, help="folder of reference label NIfTIs")
     e.add_argument("--dataset-json", type=Path, default=None, help="dataset.json whose label map to use")
-    e.add_argument("--tolerance", default="uniform-2mm",
-                   help="NSD tolerance: a preset (uniform-1mm, uniform-2mm, uniform-5mm, flare22, amos) or mm")
+    e.add_argument(
+        "--tolerance",
+        default="uniform-2mm",
+        help="NSD tolerance: a preset (uniform-1mm, uniform-2mm, uniform-5mm, flare22, amos) or mm",
+    )
     e.add_argument("--metrics", default="dice,nsd,hd95,assd", help="comma-separated metrics")
-    e.add_argument("--empty-policy", default="score", choices=["score", "ignore"],
-                   help="how organs absent from the reference are scored (README: metric conventions)")
+    e.add_argument(
+        "--empty-policy",
+        default="score",
+        choices=["score", "ignore"],
+        help="how organs absent from the reference are scored (README: metric conventions)",
+    )
     e.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     e.add_argument("--out", type=Path, required=True, help="report folder")
     return parser
@@ -100,10 +123,13 @@ def _cmd_quickstart(args) -> int:
 def _cmd_synth(args) -> int:
     from amos_zoo.data.synth import write_synthetic_dataset
 
-    root = write_synthetic_dataset(args.out, args.n_train_ct, args.n_train_mr, args.n_val_ct, args.n_val_mr,
-                                   args.n_test, seed=args.seed)
-    print(f"wrote the synthetic AMOS dataset to {root} (dataset.json, imagesTr, labelsTr, imagesVa, labelsVa, "
-          f"imagesTs). Next: amos-zoo fit --config configs/quickstart/unet.yaml --data.root {root}")
+    root = write_synthetic_dataset(
+        args.out, args.n_train_ct, args.n_train_mr, args.n_val_ct, args.n_val_mr, args.n_test, seed=args.seed
+    )
+    print(
+        f"wrote the synthetic AMOS dataset to {root} (dataset.json, imagesTr, labelsTr, imagesVa, labelsVa, "
+        f"imagesTs). Next: amos-zoo fit --config configs/quickstart/unet.yaml --data.root {root}"
+    )
     return 0
 
 
@@ -131,8 +157,16 @@ def _cmd_evaluate(args) -> int:
 
         labels = load_index(args.dataset_json.parent, args.dataset_json).labels
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    summary = evaluate_folders(args.pred, args.gt, args.out, labels=labels, tolerance=args.tolerance,
-                               metrics=metrics, empty_policy=args.empty_policy, workers=args.workers)
+    summary = evaluate_folders(
+        args.pred,
+        args.gt,
+        args.out,
+        labels=labels,
+        tolerance=args.tolerance,
+        metrics=metrics,
+        empty_policy=args.empty_policy,
+        workers=args.workers,
+    )
     print(markdown_table(summary, labels, [m for m in metrics if m in ("dice", "nsd")] or list(metrics[:1])))
     if summary["missing_predictions"]:
         print(f"missing predictions (scored as empty): {', '.join(summary['missing_predictions'])}")
@@ -145,11 +179,12 @@ COMMANDS = {"quickstart": _cmd_quickstart, "synth": _cmd_synth, "models": _cmd_m
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``amos-zoo`` console script."""
+    from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from amos_zoo.cli.lightning import run_lightning_cli
 
-        run_lightning_cli(argv)
+        run_lightning_cli(None if from_console else argv)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,10 +7,16 @@ types those files hold, so nothing else in a cache file can run code.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import torch
 
-__all__ = ["CACHE_SAFE_GLOBALS", "allow_cache_types"]
+__all__ = ["CACHE_SAFE_GLOBALS", "CACHE_FORMAT_VERSION", "allow_cache_types", "recipe_cache_key"]
+
+#: bump when the cached content changes meaning (new deterministic transform, dtype...)
+CACHE_FORMAT_VERSION = 1
 
 
 def _numpy_globals() -> list:
@@ -36,3 +42,19 @@ def allow_cache_types() -> list:
         CACHE_SAFE_GLOBALS.extend(_numpy_globals() + _monai_globals())
         torch.serialization.add_safe_globals(CACHE_SAFE_GLOBALS)
     return CACHE_SAFE_GLOBALS
+
+
+def recipe_cache_key(recipe) -> str:
+    """Suffix of every cache entry's name: a hash of the recipe's deterministic settings, the cache format
+    version and the MONAI version, so entries of another recipe or an older pipeline are never read."""
+    import monai
+
+    settings = {
+        "spacing": list(recipe.spacing),
+        "ct_window": list(recipe.ct_window),
+        "mri_percentiles": list(recipe.mri_percentiles),
+        "crop_foreground": recipe.crop_foreground,
+        "format": CACHE_FORMAT_VERSION,
+        "monai": monai.__version__,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

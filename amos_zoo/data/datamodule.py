@@ -2,10 +2,10 @@
 
 It reads the dataset index, picks a task's cases from the official splits, runs the recipe's
 deterministic preprocessing once into a validated disk cache (MONAI PersistentDataset with
-``track_meta=True`` and the transform chain hashed into every entry's key, the source files' size and
-modification time in the case key), samples positive/negative patches for training and serves whole
-volumes for validation. Under DDP the validation cases are split between processes without padding,
-so no case is scored twice.
+``track_meta=True``; the source files' size and modification time are part of the case key, the
+recipe's deterministic settings part of every entry's name), samples positive/negative patches for
+training and serves whole volumes for validation. Under DDP the validation cases are split between
+processes without padding, so no case is scored twice.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import pytorch_lightning as pl
 import torch
 from monai import transforms as mt
 from monai.data import DataLoader, Dataset, PersistentDataset, list_data_collate
-from monai.data.utils import pickle_hashing
 
-from amos_zoo.data.cache import allow_cache_types
+from amos_zoo.data.cache import allow_cache_types, recipe_cache_key
 from amos_zoo.data.index import DatasetIndex, load_index, select_task_cases
 from amos_zoo.data.recipes import Recipe, deterministic_transforms, get_recipe, train_transforms
 
@@ -151,14 +150,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"cache must be 'disk' or 'none', got {self.cache!r}")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         allow_cache_types()
-        return PersistentDataset(
-            data,
-            transform=transform,
-            cache_dir=self.cache_dir,
-            hash_transform=pickle_hashing,
-            track_meta=True,
-            weights_only=True,
-        )
+        ds = PersistentDataset(data, transform=transform, cache_dir=self.cache_dir, track_meta=True, weights_only=True)
+        ds.transform_hash = recipe_cache_key(self.recipe)
+        return ds
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (runs on every process)."""

@@ -105,7 +105,9 @@ def _modality_for(case_id: str, channel_names: list[str], override: dict[str, st
     return "CT"
 
 
-def load_index(root: str | Path, dataset_json: str | Path | None = None, modality_override: dict | None = None) -> DatasetIndex:
+def load_index(
+    root: str | Path, dataset_json: str | Path | None = None, modality_override: dict | None = None
+) -> DatasetIndex:
     """Read a dataset's index.
 
     Args:
@@ -138,7 +140,9 @@ def load_index(root: str | Path, dataset_json: str | Path | None = None, modalit
         return _load_nnunet(root, path, meta, labels, channels, modality_override)
     modality = meta.get("modality", {"0": "CT"})
     channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else [str(modality)]
-    index = DatasetIndex(root=root, labels=labels, channel_names=channels, layout="decathlon", name=meta.get("name", ""))
+    index = DatasetIndex(
+        root=root, labels=labels, channel_names=channels, layout="decathlon", name=meta.get("name", "")
+    )
     for split in ("training", "validation"):
         if split in meta:
             index.splits[split] = _read_entries(root, path, meta[split], split, channels, modality_override)

@@ -111,8 +111,13 @@ class ModalityNormalized(mt.MapTransform):
     the non-zero voxels of the case, scaled to [0, 1] and clipped. An MRI is never CT-windowed.
     """
 
-    def __init__(self, keys: KeysCollection, ct_window: Sequence[float], mri_percentiles: Sequence[float],
-                 modality_key: str = "modality") -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        ct_window: Sequence[float],
+        mri_percentiles: Sequence[float],
+        modality_key: str = "modality",
+    ) -> None:
         super().__init__(keys)
         self.ct = mt.ScaleIntensityRange(ct_window[0], ct_window[1], 0.0, 1.0, clip=True)
         self.mri_percentiles = tuple(mri_percentiles)
@@ -125,8 +130,10 @@ class ModalityNormalized(mt.MapTransform):
             values = chan[chan > 0]
             if values.numel() == 0:
                 continue
-            lo, hi = torch.quantile(values.float()[:: max(1, values.numel() // 1_000_000)],
-                                    torch.tensor([p / 100 for p in self.mri_percentiles]))
+            lo, hi = torch.quantile(
+                values.float()[:: max(1, values.numel() // 1_000_000)],
+                torch.tensor([p / 100 for p in self.mri_percentiles]),
+            )
             out[c] = ((chan - lo) / max(float(hi - lo), 1e-6)).clamp(0.0, 1.0)
         return out
 

@@ -68,7 +68,10 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: int 
 
 
 def make_phantom(
-    case_id: int, seed: int = 0, shape: tuple[int, int, int] = SYNTH_SHAPE, spacing: tuple[float, float, float] | None = None
+    case_id: int,
+    seed: int = 0,
+    shape: tuple[int, int, int] = SYNTH_SHAPE,
+    spacing: tuple[float, float, float] | None = None,
 ) -> PhantomCase:
     """Build one phantom case; CT for ``case_id < 500``, MRI otherwise.
 

@@ -142,8 +142,12 @@ class SegmentationModule(pl.LightningModule):
             from timm.scheduler import CosineLRScheduler
 
             sched = CosineLRScheduler(
-                opt, t_initial=max(1, hp.max_steps), warmup_t=hp.warmup_steps, warmup_lr_init=hp.lr * 1e-2,
-                lr_min=hp.lr * 1e-3, t_in_epochs=False,
+                opt,
+                t_initial=max(1, hp.max_steps),
+                warmup_t=hp.warmup_steps,
+                warmup_lr_init=hp.lr * 1e-2,
+                lr_min=hp.lr * 1e-3,
+                t_in_epochs=False,
             )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if hp.scheduler == "poly":

@@ -62,13 +62,26 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     n_mr = 0 if cfg.task == "amos-ct" else max(1, cfg.n_train // 4)
     n_val_mr = 0 if cfg.task == "amos-ct" else max(1, cfg.n_val // 3)
     _log(f"writing the synthetic AMOS dataset to {data_root} ...")
-    write_synthetic_dataset(data_root, n_train_ct=cfg.n_train, n_train_mr=n_mr, n_val_ct=cfg.n_val,
-                            n_val_mr=n_val_mr, n_test=1, seed=cfg.seed)
+    write_synthetic_dataset(
+        data_root,
+        n_train_ct=cfg.n_train,
+        n_train_mr=n_mr,
+        n_val_ct=cfg.n_val,
+        n_val_mr=n_val_mr,
+        n_test=1,
+        seed=cfg.seed,
+    )
 
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    dm = SegmentationDataModule(str(data_root), task=cfg.task, recipe="quickstart", num_workers=cfg.num_workers,
-                                batch_size=2, cache_dir=str(data_root / ".cache"))
+    dm = SegmentationDataModule(
+        str(data_root),
+        task=cfg.task,
+        recipe="quickstart",
+        num_workers=cfg.num_workers,
+        batch_size=2,
+        cache_dir=str(data_root / ".cache"),
+    )
     model = SegmentationModule(
         arch="unet",
         arch_kwargs={"channels": tuple(cfg.channels), "strides": (2,) * (len(cfg.channels) - 1), "num_res_units": 1},
@@ -93,8 +106,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
 
         os.environ.setdefault("WANDB_MODE", "offline")
         loggers.append(WandbLogger(project="amos-zoo", save_dir=str(out / "logs"), offline=True))
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/mean_dice", mode="max",
-                           save_last=True)
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best", monitor="val/mean_dice", mode="max", save_last=True
+    )
     trainer = pl.Trainer(
         max_steps=cfg.max_steps,
         val_check_interval=cfg.val_every,
@@ -108,8 +122,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         default_root_dir=str(out),
         **cfg.extra_trainer,
     )
-    _log(f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter UNet for "
-         f"{cfg.max_steps} steps on CPU ...")
+    _log(
+        f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter UNet for "
+        f"{cfg.max_steps} steps on CPU ..."
+    )
     trainer.fit(model, dm)
     train_time = time.time() - start
 
@@ -125,8 +141,15 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         link = gt_dir / name
         if not link.exists():
             link.symlink_to(Path(case["label"]).resolve())
-    summary = evaluate_folders(pred_dir, gt_dir, out / "evaluation", metrics=("dice", "nsd", "hd95"),
-                               tolerance="uniform-2mm", workers=1, progress=cfg.progress)
+    summary = evaluate_folders(
+        pred_dir,
+        gt_dir,
+        out / "evaluation",
+        metrics=("dice", "nsd", "hd95"),
+        tolerance="uniform-2mm",
+        workers=1,
+        progress=cfg.progress,
+    )
 
     per_organ = {name: v["dice"] for name, v in summary["all"]["per_organ"].items()}
     dice_barplot(per_organ, out / "dice_per_organ.png", title="Quickstart: validation Dice per organ")
@@ -134,14 +157,21 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     img = nib.as_closest_canonical(nib.load(first["image"]))
     lab = nib.as_closest_canonical(nib.load(first["label"]))
     pred = nib.as_closest_canonical(nib.load(str(pred_dir / Path(first["label"]).name)))
-    overlay_png(np.asanyarray(img.dataobj), np.asanyarray(lab.dataobj), np.asanyarray(pred.dataobj),
-                out / "overlay.png", title=f"{first['case_id']}: prediction (solid) vs reference (dashed)")
+    overlay_png(
+        np.asanyarray(img.dataobj),
+        np.asanyarray(lab.dataobj),
+        np.asanyarray(pred.dataobj),
+        out / "overlay.png",
+        title=f"{first['case_id']}: prediction (solid) vs reference (dashed)",
+    )
 
     print(markdown_table(summary, AMOS_LABELS, ("dice", "nsd")))
     wall = time.time() - start
     summary["wall_time_s"] = wall
     summary["train_time_s"] = train_time
-    _log(f"outputs in {out.resolve()}: checkpoints/, logs/, predictions/, evaluation/, dice_per_organ.png, "
-         f"overlay.png (wall time {wall:.0f} s)")
+    _log(
+        f"outputs in {out.resolve()}: checkpoints/, logs/, predictions/, evaluation/, dice_per_organ.png, "
+        f"overlay.png (wall time {wall:.0f} s)"
+    )
     print(f"mean foreground Dice: {summary['all']['overall']['dice']:.4f}", flush=True)
     return summary

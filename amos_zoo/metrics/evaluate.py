@@ -158,7 +158,9 @@ def evaluate_folders(
     jobs = []
     for g in gts:
         cid = _case_id(g)
-        jobs.append((preds.get(cid), g, labels.foreground_ids, {**kwargs, "modality": _modality(cid, modality_override)}))
+        jobs.append(
+            (preds.get(cid), g, labels.foreground_ids, {**kwargs, "modality": _modality(cid, modality_override)})
+        )
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress)
     results: list[CaseResult] = []
@@ -248,17 +250,31 @@ def write_reports(results: Sequence[CaseResult], summary: dict, labels: LabelMap
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["case", "modality", "label_id", "organ", *metrics, "gt_voxels", "pred_voxels", "missing_prediction"])
+    writer.writerow(
+        ["case", "modality", "label_id", "organ", *metrics, "gt_voxels", "pred_voxels", "missing_prediction"]
+    )
     for r in results:
         for lid in labels.foreground_ids:
             v = r.values[lid]
-            writer.writerow([r.case_id, r.modality, lid, labels.display_name(lid), *[v[m] for m in metrics],
-                             v["gt_voxels"], v["pred_voxels"], r.missing_prediction])
+            writer.writerow(
+                [
+                    r.case_id,
+                    r.modality,
+                    lid,
+                    labels.display_name(lid),
+                    *[v[m] for m in metrics],
+                    v["gt_voxels"],
+                    v["pred_voxels"],
+                    r.missing_prediction,
+                ]
+            )
     write_text(out / "per_case.csv", buf.getvalue())
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", markdown_table(summary, labels, metrics))
     box_metrics = [m for m in ("dice", "nsd") if m in metrics]
     if box_metrics:
-        data = {m: {labels.display_name(lid): [r.values[lid][m] for r in results] for lid in labels.foreground_ids}
-                for m in box_metrics}
+        data = {
+            m: {labels.display_name(lid): [r.values[lid][m] for r in results] for lid in labels.foreground_ids}
+            for m in box_metrics
+        }
         metric_boxplot(data, out / "boxplot.png")

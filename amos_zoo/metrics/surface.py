@@ -151,7 +151,14 @@ def _distances_to(src: np.ndarray, dst: np.ndarray, spacing: tuple[float, ...]) 
     todo = ~dst[src]  # corners on both surfaces are at distance 0
     if todo.any():
         scale = np.asarray(spacing, dtype=np.float64)
-        query = np.argwhere(src)[todo] * scale
-        tree = cKDTree(np.argwhere(dst) * scale)
-        out[todo], _ = tree.query(query, k=1, workers=-1)
+        query_idx = np.argwhere(src)[todo]
+        dst_idx = np.argwhere(dst)
+        _, nearest = cKDTree(dst_idx * scale).query(query_idx * scale, k=1, workers=-1)
+        # recompute from integer offsets in scipy's order of operations, so a distance that equals a
+        # tolerance compares exactly as in the reference implementation
+        offsets = (dst_idx[nearest] - query_idx).astype(np.float64) * scale
+        sq = offsets[:, 0] * offsets[:, 0]
+        for axis in range(1, offsets.shape[1]):
+            sq = sq + offsets[:, axis] * offsets[:, axis]
+        out[todo] = np.sqrt(sq)
     return out

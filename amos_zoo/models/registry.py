@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 __all__ = ["ModelSpec", "MODEL_REGISTRY", "register_model", "create_model", "list_models", "count_parameters"]
@@ -211,5 +210,3 @@ def check_patch_size(name: str, patch_size: tuple[int, ...], overrides: dict[str
     bad = [s for s in patch_size if s % spec.divisor]
     if bad:
         raise ValueError(f"{name}: patch size {tuple(patch_size)} must have sides divisible by {spec.divisor}")
-
-

@@ -1,0 +1,28 @@
+# amos-zoo: `make demo` runs the quickstart, `make test` runs the test suite.
+# Both create the virtual environment (.venv) and install the package on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.amos-zoo-installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.14.1 / torchvision 0.29.1 are the versions pinned for this project's machines
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/amos-zoo quickstart --out quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --nbmake --durations=15 tests notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check amos_zoo tests benchmarks
+
+clean:
+	rm -rf $(VENV) quickstart runs

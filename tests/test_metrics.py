@@ -1,0 +1,196 @@
+"""The metric suite against the references: MONAI's compute_dice and DeepMind's surface-distance."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import surface_distance as sd_ref
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from monai.metrics import compute_dice
+from scipy import ndimage
+
+from amos_zoo.metrics.case import evaluate_case
+from amos_zoo.metrics.evaluate import GeometryMismatchError, evaluate_folders
+from amos_zoo.metrics.surface import surface_distances
+from amos_zoo.metrics.tolerances import TOLERANCE_PRESETS, get_tolerances
+
+ATOL = 1e-6
+
+
+def _reference(gt, pred, spacing, tol):
+    d = sd_ref.compute_surface_distances(gt, pred, spacing)
+    return {
+        "nsd": sd_ref.compute_surface_dice_at_tolerance(d, tol),
+        "hd95": sd_ref.compute_robust_hausdorff(d, 95),
+        "assd": float(np.mean(sd_ref.compute_average_surface_distance(d))),
+    }
+
+
+def _monai_dice(gt, pred, num_classes):
+    def onehot(a):
+        t = torch.as_tensor(a.astype(np.int64))[None, None]
+        return torch.nn.functional.one_hot(t[:, 0], num_classes).movedim(-1, 1)
+
+    return compute_dice(onehot(pred), onehot(gt), include_background=False, ignore_empty=False)[0].numpy()
+
+
+@st.composite
+def mask_pairs(draw):
+    """Random and structured masks: noise, boxes, shifted blobs, single voxels, full volumes, touching organs."""
+    shape = tuple(draw(st.integers(3, 18)) for _ in range(3))
+    spacing = tuple(draw(st.floats(0.3, 5.0)) for _ in range(3))
+    seed = draw(st.integers(0, 2**31 - 1))
+    kind = draw(st.sampled_from(["noise", "blob", "single", "full", "touching", "box"]))
+    rng = np.random.default_rng(seed)
+    gt = np.zeros(shape, np.uint8)
+    pred = np.zeros(shape, np.uint8)
+    if kind == "noise":
+        gt = (rng.random(shape) < rng.uniform(0.05, 0.6)).astype(np.uint8) * rng.integers(1, 4, shape).astype(np.uint8)
+        pred = (rng.random(shape) < rng.uniform(0.05, 0.6)).astype(np.uint8) * rng.integers(1, 4, shape).astype(
+            np.uint8
+        )
+    elif kind == "blob":
+        blob = ndimage.gaussian_filter(rng.random(shape), 1.5)
+        gt[blob > np.quantile(blob, 0.6)] = 1
+        pred = np.roll(gt, tuple(rng.integers(-2, 3, 3)), axis=(0, 1, 2))
+        pred = ndimage.binary_dilation(pred, iterations=int(rng.integers(0, 2))).astype(np.uint8)
+    elif kind == "single":
+        gt[tuple(rng.integers(0, s) for s in shape)] = 1
+        pred[tuple(rng.integers(0, s) for s in shape)] = 1
+    elif kind == "full":
+        gt[:] = 1
+        pred[..., : max(1, shape[2] // 2)] = 1
+    elif kind == "touching":
+        cut = shape[0] // 2
+        gt[:cut], gt[cut:] = 1, 2
+        pred[: cut + 1], pred[cut + 1 :] = 1, 2
+    else:
+        lo = [int(rng.integers(0, s)) for s in shape]
+        hi = [int(rng.integers(a + 1, s + 1)) for a, s in zip(lo, shape)]
+        gt[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1
+        pred[tuple(slice(max(0, a - 1), b) for a, b in zip(lo, hi))] = 1
+    return gt, pred, spacing
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mask_pairs(), st.floats(0.0, 6.0))
+def test_parity_with_references(pair, tol):
+    gt, pred, spacing = pair
+    ours = evaluate_case(gt, pred, spacing, [1, 2, 3], tolerance=tol)
+    dice_ref = _monai_dice(gt, pred, 4)
+    for lid in (1, 2, 3):
+        g, p = gt == lid, pred == lid
+        assert ours[lid]["dice"] == pytest.approx(float(dice_ref[lid - 1]), abs=ATOL)
+        if g.any() and p.any():
+            ref = _reference(g, p, spacing, tol)
+            for m in ("nsd", "hd95", "assd"):
+                assert ours[lid][m] == pytest.approx(ref[m], abs=ATOL), (lid, m)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mask_pairs())
+def test_sorted_surface_distances_equal_reference(pair):
+    gt, pred, spacing = pair
+    g, p = gt == 1, pred == 1
+    if not (g.any() and p.any()):
+        return
+    ours = surface_distances(g, p, spacing)
+    ref = sd_ref.compute_surface_distances(g, p, spacing)
+    np.testing.assert_allclose(ours.distances_gt_to_pred, ref["distances_gt_to_pred"], atol=ATOL)
+    np.testing.assert_allclose(ours.surfel_areas_gt, ref["surfel_areas_gt"], atol=ATOL)
+    np.testing.assert_allclose(ours.distances_pred_to_gt, ref["distances_pred_to_gt"], atol=ATOL)
+    np.testing.assert_allclose(ours.surfel_areas_pred, ref["surfel_areas_pred"], atol=ATOL)
+
+
+def test_2d_masks_match_reference():
+    rng = np.random.default_rng(3)
+    gt = ndimage.gaussian_filter(rng.random((40, 30)), 2) > 0.5
+    pred = np.roll(gt, 2, axis=0)
+    ours = surface_distances(gt, pred, (0.8, 1.3))
+    ref = sd_ref.compute_surface_distances(gt, pred, (0.8, 1.3))
+    assert ours.surface_dice(1.0) == pytest.approx(sd_ref.compute_surface_dice_at_tolerance(ref, 1.0), abs=ATOL)
+    assert ours.robust_hausdorff(95) == pytest.approx(sd_ref.compute_robust_hausdorff(ref, 95), abs=ATOL)
+
+
+def test_empty_mask_conventions():
+    gt = np.zeros((6, 6, 6), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[1:3, 1:3, 1:3] = 1  # organ 1 in reference only
+    pred[3:5, 3:5, 3:5] = 2  # organ 2 in prediction only; organ 3 absent from both
+    spacing = (1.0, 1.0, 2.0)
+    diagonal = float(np.sqrt(36 + 36 + 144))
+    scored = evaluate_case(gt, pred, spacing, [1, 2, 3])
+    assert scored[1] == {"dice": 0.0, "nsd": 0.0, "hd95": diagonal, "assd": diagonal, "gt_voxels": 8, "pred_voxels": 0}
+    assert scored[2]["dice"] == 0.0 and scored[2]["hd95"] == diagonal
+    assert scored[3]["dice"] == 1.0 and scored[3]["nsd"] == 1.0 and scored[3]["hd95"] == 0.0
+    ignored = evaluate_case(gt, pred, spacing, [1, 2, 3], empty_policy="ignore")
+    assert ignored[1]["dice"] == 0.0
+    assert np.isnan(ignored[2]["dice"]) and np.isnan(ignored[3]["nsd"])
+    # MONAI's ignore_empty=True gives NaN where the reference is empty, as the "ignore" policy does
+    onehot = lambda a: torch.nn.functional.one_hot(torch.as_tensor(a.astype(np.int64))[None], 4).movedim(-1, 1)  # noqa: E731
+    monai_ignore = compute_dice(onehot(pred), onehot(gt), include_background=False, ignore_empty=True)[0]
+    assert monai_ignore[0] == 0.0 and torch.isnan(monai_ignore[1]) and torch.isnan(monai_ignore[2])
+
+
+def test_tolerance_presets_have_sources_and_unverified_amos():
+    assert get_tolerances("flare22").for_label(6) == 5.0  # liver
+    assert get_tolerances("flare22").for_label(8) == 2.0  # aorta
+    assert not TOLERANCE_PRESETS["amos"].verified and "UNVERIFIED" in TOLERANCE_PRESETS["amos"].source
+    assert get_tolerances(3).for_label(1) == 3.0
+    with pytest.raises(ValueError, match="unknown tolerance preset"):
+        get_tolerances("nope")
+
+
+def test_real_ct_label_against_shifted_copy(shared_data):
+    lbl = nib.load(str(shared_data / "ct_example" / "label.nii.gz"))
+    gt = np.asanyarray(lbl.dataobj).astype(np.uint8)
+    spacing = tuple(float(z) for z in lbl.header.get_zooms())
+    pred = np.roll(gt, (1, -1, 1), axis=(0, 1, 2))
+    present = [int(i) for i in np.unique(gt) if i]
+    assert present == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]
+    ours = evaluate_case(gt, pred, spacing, range(1, 16), tolerance="flare22")
+    dice_ref = _monai_dice(gt, pred, 16)
+    for lid in present:
+        ref = _reference(gt == lid, pred == lid, spacing, get_tolerances("flare22").for_label(lid))
+        assert ours[lid]["dice"] == pytest.approx(float(dice_ref[lid - 1]), abs=ATOL)
+        for m in ("nsd", "hd95", "assd"):
+            assert ours[lid][m] == pytest.approx(ref[m], abs=ATOL)
+    assert ours[5]["dice"] == 1.0  # esophagus absent from both
+
+
+def _write(path, arr, affine):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+
+
+def test_evaluate_folders_reports_missing_and_mismatch(tmp_path):
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    rng = np.random.default_rng(0)
+    gts = {}
+    for cid in ("amos_0001", "amos_0002", "amos_0600"):
+        arr = np.zeros((20, 20, 10), np.uint8)
+        arr[4:12, 4:12, 2:7] = 6
+        arr[13:17, 5:9, 3:6] = 1
+        gts[cid] = arr
+        _write(tmp_path / "gt" / f"{cid}.nii.gz", arr, affine)
+    _write(tmp_path / "pred" / "amos_0001.nii.gz", gts["amos_0001"], affine)
+    noisy = gts["amos_0600"].copy()
+    noisy[rng.random(noisy.shape) < 0.02] = 0
+    _write(tmp_path / "pred" / "amos_0600.nii.gz", noisy, affine)
+    summary = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "out", workers=2, progress=False)
+    assert summary["missing_predictions"] == ["amos_0002"]
+    assert set(summary["per_modality"]) == {"CT", "MRI"}
+    liver_ct = summary["per_modality"]["CT"]["per_organ"]["liver"]["dice"]
+    assert liver_ct == pytest.approx(0.5)  # perfect case 1, missing case 2 scored 0
+    assert summary["per_case"]["amos_0001"]["dice"] == pytest.approx(1.0)
+    for name in ("per_case.csv", "summary.json", "summary.md", "boxplot.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["all"]["cases"] == 3
+    _write(tmp_path / "pred" / "amos_0002.nii.gz", gts["amos_0002"], np.diag([0.8, 0.8, 3.0, 1.0]))
+    with pytest.raises(GeometryMismatchError, match="amos_0002.nii.gz.*amos_0002.nii.gz"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", None, workers=1, progress=False)
