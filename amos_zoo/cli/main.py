@@ -13,7 +13,8 @@ LIGHTNING_COMMANDS = {
     "fit": "train a model (LightningCLI: --config configs/amos_ct/swin_unetr.yaml --data.root DIR)",
     "validate": "validate a checkpoint on the validation split (LightningCLI; --ckpt_path FILE)",
     "test": "score a checkpoint on the validation split (LightningCLI; --ckpt_path FILE)",
-    "predict": "LightningCLI predict loop (--ckpt_path FILE)",
+    "predict": "segment scans: --weights CKPT --input FILE|DIR|DICOM_DIR|dataset.json --out DIR "
+    "(with --config: the LightningCLI predict loop)",
 }
 
 EPILOG = (
@@ -174,6 +175,70 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def predict_parser() -> argparse.ArgumentParser:
+    """Parser of ``amos-zoo predict`` (segmenting scans)."""
+    p = argparse.ArgumentParser(
+        prog="amos-zoo predict",
+        description="Segment scans with a trained model. Outputs one label NIfTI per input with exactly the input's "
+        "shape and affine, plus a JSON with the label map. Finished cases are skipped on rerun; bad inputs are "
+        "reported and the others go on (exit code 1 if any failed).",
+    )
+    p.add_argument("--weights", required=True, help="an amos-zoo checkpoint (.ckpt) or a weights registry name")
+    p.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="a NIfTI file, a folder of NIfTI files, a DICOM series folder (or a folder of them), or a "
+        "dataset.json (see --split)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--split", default="test", help="dataset.json split to predict (default: test)")
+    p.add_argument("--modality", choices=["CT", "MRI"], default=None, help="override the modality of every input")
+    p.add_argument("--tta", action="store_true", help="mirror test-time augmentation (8 passes in 3D)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the checkpoint's)")
+    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda[:N]")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz")
+    p.add_argument("--trust", action="store_true", help="load a checkpoint that needs full unpickling (trusted files)")
+    return p
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cmd_predict(argv: Sequence[str]) -> int:
+    from amos_zoo.engine.predict import collect_inputs, load_predictor, predict_many
+
+    args = predict_parser().parse_args(list(argv))
+    opts = {}
+    if args.overlap is not None:
+        opts["overlap"] = args.overlap
+    if args.sw_batch_size is not None:
+        opts["sw_batch_size"] = args.sw_batch_size
+    try:
+        predictor = load_predictor(args.weights, device=args.device, trust=args.trust, tta=args.tta, **opts)
+        jobs = collect_inputs(args.input, split=args.split, modality=args.modality)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        print(f"amos-zoo predict: error: {err}", file=sys.stderr)
+        return 2
+    report = predict_many(predictor, jobs, args.out, save_probabilities=args.save_probabilities)
+    print(
+        f"predicted {len(report['done'])} case(s) into {args.out} in {report['seconds']:.1f} s; "
+        f"skipped {len(report['skipped'])} already finished"
+    )
+    for case, reason in report["failed"].items():
+        print(f"FAILED {case}: {reason}", file=sys.stderr)
+    if report["failed"]:
+        print(
+            f"{len(report['failed'])} case(s) failed; fix them and rerun (finished cases are skipped)", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 COMMANDS = {"quickstart": _cmd_quickstart, "synth": _cmd_synth, "models": _cmd_models, "evaluate": _cmd_evaluate}
 
 
@@ -181,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``amos-zoo`` console script."""
     from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "predict" and "--config" not in argv and not any(a.startswith("--ckpt_path") for a in argv):
+        return _cmd_predict(argv[1:])
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from amos_zoo.cli.lightning import run_lightning_cli
 

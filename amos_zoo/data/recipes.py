@@ -148,13 +148,18 @@ class ModalityNormalized(mt.MapTransform):
         return d
 
 
-def deterministic_transforms(recipe: Recipe, keys: Sequence[str] = ("image", "label")) -> list:
-    """Load (NIfTI via nibabel), orient to RAS, resample, normalise and crop: cacheable."""
+def deterministic_transforms(recipe: Recipe, keys: Sequence[str] = ("image", "label"), load: bool = True) -> list:
+    """Load (NIfTI via nibabel), orient to RAS, resample, normalise and crop: cacheable.
+
+    With ``load=False`` the chain starts from already loaded channel-first MetaTensors.
+    """
     keys = list(keys)
     has_label = "label" in keys
     modes = ["bilinear", "nearest"] if has_label else ["bilinear"]
-    chain: list = [
-        mt.LoadImaged(keys, reader="NibabelReader", ensure_channel_first=True, image_only=True),
+    chain: list = (
+        [mt.LoadImaged(keys, reader="NibabelReader", ensure_channel_first=True, image_only=True)] if load else []
+    )
+    chain += [
         mt.EnsureTyped(keys, dtype=torch.float32, track_meta=True),
         mt.Orientationd(keys, axcodes="RAS"),
         mt.Spacingd(keys, pixdim=recipe.spacing, mode=modes),

@@ -124,6 +124,15 @@ class SegmentationModule(pl.LightningModule):
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the preprocessing recipe and label map, so a checkpoint alone can segment a scan."""
+        meta: dict[str, Any] = {"format": 1}
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "recipe"):
+            meta["recipe"] = datamodule.recipe.to_dict()
+            meta["labels"] = datamodule.index.labels.to_json()
+        checkpoint["amos_zoo"] = meta
+
     # ---- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -30,6 +30,7 @@ class QuickstartConfig:
     val_every: int = 250
     lr: float = 3e-3
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    num_res_units: int = 1
     seed: int = 0
     num_workers: int = 0
     wandb: bool = False
@@ -84,7 +85,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     )
     model = SegmentationModule(
         arch="unet",
-        arch_kwargs={"channels": tuple(cfg.channels), "strides": (2,) * (len(cfg.channels) - 1), "num_res_units": 1},
+        arch_kwargs={
+            "channels": tuple(cfg.channels),
+            "strides": (2,) * (len(cfg.channels) - 1),
+            "num_res_units": cfg.num_res_units,
+        },
         in_channels=dm.num_channels,
         num_classes=dm.num_classes,
         roi_size=dm.patch_size,
