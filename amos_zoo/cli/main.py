@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "under --out. The last line printed is the mean foreground Dice.",
     )
     q.add_argument("--out", type=Path, default=Path("quickstart"), help="output folder (default ./quickstart)")
-    q.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
+    q.add_argument("--steps", type=int, default=None, help="training steps (default 400)")
     q.add_argument("--task", default="amos-ct", choices=["amos-ct", "amos-ctmr"], help="AMOS task to train on")
     q.add_argument("--n-train", type=int, default=None, help="synthetic training cases (default 24)")
     q.add_argument("--n-val", type=int, default=None, help="synthetic validation cases (default 6)")

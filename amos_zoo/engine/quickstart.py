@@ -26,10 +26,10 @@ class QuickstartConfig:
     task: str = "amos-ct"
     n_train: int = 24
     n_val: int = 6
-    max_steps: int = 500
-    val_every: int = 250
+    max_steps: int = 400
+    val_every: int = 200
     lr: float = 3e-3
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
     num_res_units: int = 1
     seed: int = 0
     num_workers: int = 0
