@@ -121,6 +121,19 @@ def test_fit_then_validate_through_lightning_cli(synth_root, tmp_path, monkeypat
             str(ckpt),
         ]
     )
+    # the LightningCLI predict loop runs the test split through the checkpoint
+    main(
+        [
+            "predict",
+            "--config",
+            str(REPO / "configs/quickstart/unet.yaml"),
+            *common,
+            "--trainer.enable_progress_bar",
+            "false",
+            "--ckpt_path",
+            str(ckpt),
+        ]
+    )
 
 
 def test_synth_and_evaluate_commands(tmp_path, capsys):

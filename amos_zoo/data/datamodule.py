@@ -197,3 +197,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         return DataLoader(self.val_ds, batch_size=1, shuffle=False, sampler=sampler, num_workers=self.num_workers)
 
     test_dataloader = val_dataloader
+
+    def predict_dataloader(self) -> DataLoader:
+        """The ``test`` split's images (or the validation split's when there is none), preprocessed, whole."""
+        split = "test" if "test" in self.index.splits else self.hparams.val_split
+        cases = [c.as_dict() for c in self.index.split(split)]
+        for c in cases:
+            c.pop("label", None)
+        ds = Dataset(cases, transform=mt.Compose(deterministic_transforms(self.recipe, keys=("image",))))
+        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=self.num_workers)

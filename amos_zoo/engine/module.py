@@ -121,6 +121,11 @@ class SegmentationModule(pl.LightningModule):
             self.log(f"val/mean_{metric}", torch.nanmean(values).float(), prog_bar=True, sync_dist=False)
         self.log("val/cases", result["cases"].float(), sync_dist=False)
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Labels on the preprocessed grid (``amos-zoo predict --weights`` maps them back to the input grid)."""
+        labels = self.sliding_window(batch["image"]).argmax(1)
+        return {"case_id": batch.get("case_id"), "labels": labels.to(torch.uint8).cpu()}
+
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 
