@@ -11,7 +11,6 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 
-from amos_zoo.metrics.accumulate import OrganMetricAccumulator
 from amos_zoo.metrics.case import evaluate_case
 from amos_zoo.models.registry import create_model
 
@@ -70,7 +69,7 @@ class SegmentationModule(pl.LightningModule):
         names = {int(k): v for k, v in (label_names or {}).items()}
         self.label_names = {i: names.get(i, f"class_{i}") for i in self.label_ids}
         self.log_names = {i: re.sub(r"[^0-9a-zA-Z]+", "_", n).strip("_") for i, n in self.label_names.items()}
-        self.val_accumulator = OrganMetricAccumulator(self.label_ids, val_metrics)
+        self._val_cases: dict[str, dict[int, dict[str, float]]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, *spatial)."""
@@ -109,17 +108,27 @@ class SegmentationModule(pl.LightningModule):
                 metrics=self.hparams.val_metrics,
                 tolerance=self.hparams.nsd_tolerance,
             )
-            self.val_accumulator.update(case)
+            case_ids = batch.get("case_id")
+            key = str(case_ids[b]) if case_ids is not None else f"{self.global_rank}:{batch_idx}:{b}"
+            self._val_cases[key] = case
 
     def on_validation_epoch_end(self) -> None:
-        result = self.val_accumulator.compute()
-        self.val_accumulator.reset()
+        """Per-organ means over every validation case of every process (each case once, by its id)."""
+        cases = self._val_cases
+        self._val_cases = {}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, cases)
+            cases = {k: v for part in gathered for k, v in part.items()}
         for metric in self.hparams.val_metrics:
-            values = result[metric]
+            values = torch.tensor(
+                [[c[lid][metric] for lid in self.label_ids] for c in cases.values()], dtype=torch.float64
+            ).reshape(len(cases), len(self.label_ids))
+            organ_means = torch.nanmean(values, dim=0) if len(cases) else torch.full((len(self.label_ids),), torch.nan)
             for i, lid in enumerate(self.label_ids):
-                self.log(f"val/{metric}_{self.log_names[lid]}", values[i].float(), sync_dist=False)
-            self.log(f"val/mean_{metric}", torch.nanmean(values).float(), prog_bar=True, sync_dist=False)
-        self.log("val/cases", result["cases"].float(), sync_dist=False)
+                self.log(f"val/{metric}_{self.log_names[lid]}", organ_means[i].float(), sync_dist=False)
+            self.log(f"val/mean_{metric}", torch.nanmean(organ_means).float(), prog_bar=True, sync_dist=False)
+        self.log("val/cases", float(len(cases)), sync_dist=False)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Labels on the preprocessed grid (``amos-zoo predict --weights`` maps them back to the input grid)."""
