@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 
-def plain_monai(net, image_path: str, roi=(96, 96, 96), overlap=0.25):
+def plain_monai(net, image_path: str, roi=(96, 96, 96), overlap=0.25, spacing=(1.5, 1.5, 2.0), window=(-175, 250)):
     from monai import transforms as mt
     from monai.inferers import sliding_window_inference
 
@@ -62,16 +62,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--crop", action="store_true", help="also time amos-zoo with its foreground crop")
     parser.add_argument("--out", default="/tmp/amos_zoo_bench_predict.nii.gz")
+    parser.add_argument("--ckpt", default=None, help="a trained amos-zoo checkpoint (its recipe and window size)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     case = make_phantom(3, shape=tuple(args.shape), spacing=(0.7, 0.7, 2.0), anatomy_scale=1.3)
     save_nifti(case.image, case.affine, args.out)
-    net = create_model("unet").eval()
+    if args.ckpt:
+        from amos_zoo.engine.predict import load_predictor
+
+        loaded = load_predictor(args.ckpt)
+        net, base_recipe, roi = loaded.model, loaded.recipe, loaded.roi_size
+    else:
+        net, base_recipe, roi = create_model("unet").eval(), get_recipe("btcv"), (96, 96, 96)
 
     start = time.perf_counter()
-    ref, parts = plain_monai(net, args.out)
+    ref, parts = plain_monai(net, args.out, roi, 0.25, base_recipe.spacing, base_recipe.ct_window)
     t_monai = time.perf_counter() - start
     print(
         f"plain MONAI: {t_monai:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in parts.items())}); "
@@ -83,8 +90,8 @@ def main() -> None:
 
         ref = ResizeWithPadOrCrop(tuple(args.shape))(ref[None])[0].numpy()
 
-    recipe = get_recipe("btcv", crop_foreground=False)
-    predictor = Predictor(net, recipe, (96, 96, 96), sw_batch_size=4, overlap=0.25)
+    recipe = get_recipe(base_recipe, crop_foreground=False)
+    predictor = Predictor(net, recipe, roi, sw_batch_size=4, overlap=0.25)
     start = time.perf_counter()
     ours, affine, _ = predictor.predict_case(args.out, "CT")
     t_ours = time.perf_counter() - start
@@ -92,7 +99,7 @@ def main() -> None:
     agreement = float(np.mean(ours == ref))
     print(f"amos-zoo (no crop): {t_ours:.1f} s; output on the input grid {ours.shape}")
     if args.crop:
-        cropped = Predictor(net, get_recipe("btcv"), (96, 96, 96), sw_batch_size=4, overlap=0.25)
+        cropped = Predictor(net, get_recipe(base_recipe, crop_foreground=True), roi, sw_batch_size=4, overlap=0.25)
         start = time.perf_counter()
         ours_crop, _, _ = cropped.predict_case(args.out, "CT")
         t_crop = time.perf_counter() - start

@@ -18,11 +18,11 @@ def test_console_script_help_lists_every_command():
     out = subprocess.run(
         [str(Path(sys.executable).parent / "amos-zoo"), "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for cmd in ("quickstart", "synth", "models", "evaluate", "fit", "validate", "test", "predict"):
+    for cmd in ("quickstart", "synth", "models", "check-data", "evaluate", "fit", "validate", "test", "predict"):
         assert cmd in out
 
 
-@pytest.mark.parametrize("cmd", ["quickstart", "synth", "models", "evaluate"])
+@pytest.mark.parametrize("cmd", ["quickstart", "synth", "models", "check-data", "evaluate"])
 def test_subcommand_help(cmd, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([cmd, "--help"])

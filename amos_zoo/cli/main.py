@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--no-count", action="store_true", help="skip building each model to count its parameters")
 
+    c = sub.add_parser(
+        "check-data",
+        help="validate a whole dataset and report every problem with its fix",
+        description="Check dataset.json (JSON, labels, duplicates, paths, empty splits, missing files) and every "
+        "case in parallel: readable files, 3D/4D, NaN or infinite intensities, label values outside the label map, "
+        "image/label shape or affine mismatch. Exit status 1 when problems are found.",
+    )
+    c.add_argument("--data", type=Path, required=True, help="dataset folder (holding dataset.json)")
+    c.add_argument("--dataset-json", type=Path, default=None, help="index file (default DATA/dataset.json)")
+    c.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+
     e = sub.add_parser(
         "evaluate",
         help="score a folder of predictions against reference labels",
@@ -146,6 +157,19 @@ def _cmd_models(args) -> int:
         pub = f"{spec.published_params:.1f}" if spec.published_params else "-"
         print(f"{spec.name:<12} {count:>10} {pub:>9}  {spec.constraints()}; {spec.description}")
     return 0
+
+
+def _cmd_check_data(args) -> int:
+    from amos_zoo.data.check import check_dataset
+
+    problems = check_dataset(args.data, args.dataset_json, workers=args.workers)
+    if not problems:
+        print(f"{args.data}: no problems found")
+        return 0
+    print(f"{args.data}: {len(problems)} problem(s)")
+    for p in problems:
+        print(f"- {p.file}\n    problem: {p.problem}\n    fix: {p.fix}")
+    return 1
 
 
 def _cmd_evaluate(args) -> int:
@@ -239,7 +263,13 @@ def _cmd_predict(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"quickstart": _cmd_quickstart, "synth": _cmd_synth, "models": _cmd_models, "evaluate": _cmd_evaluate}
+COMMANDS = {
+    "quickstart": _cmd_quickstart,
+    "synth": _cmd_synth,
+    "models": _cmd_models,
+    "check-data": _cmd_check_data,
+    "evaluate": _cmd_evaluate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
