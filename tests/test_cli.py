@@ -195,3 +195,45 @@ def test_synth_and_evaluate_commands(tmp_path, capsys):
         == 2
     )
     assert "prediction folder not found" in capsys.readouterr().err
+
+
+def test_amos_config_trains_on_the_amos_layout(synth_root, tmp_path, monkeypatch):
+    """The real AMOS Task 2 Swin-UNETR config, shrunk only in size, trains on an AMOS-layout dataset."""
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/amos_ctmr/swin_unetr.yaml"),
+            "--data.root",
+            str(synth_root),
+            "--data.recipe",
+            "tiny",
+            "--data.patch_size",
+            "[64, 64, 32]",
+            "--data.num_workers",
+            "0",
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            "--model.arch_kwargs",
+            '{"feature_size": 12}',
+            "--trainer.max_steps",
+            "2",
+            "--trainer.val_check_interval",
+            "2",
+            "--trainer.precision",
+            "32-true",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
+        ]
+    )
+    metrics_csv = next((tmp_path / "runs/amos_ctmr/swin_unetr/csv").glob("version_*/metrics.csv"))
+    assert "val/dice_aorta" in metrics_csv.read_text().splitlines()[0]
+    assert list((tmp_path / "runs/amos_ctmr/swin_unetr").rglob("offline-run-*")), "W&B offline run written"
+    assert list((tmp_path / "runs/amos_ctmr/swin_unetr").rglob("last.ckpt"))
