@@ -8,16 +8,14 @@ and image/label on the same voxel grid (shape and affine).
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
 from amos_zoo.data.index import CaseRecord, DatasetError, load_index
+from amos_zoo.parallel import map_with_progress
 
 __all__ = ["Problem", "check_dataset", "check_case"]
 
@@ -171,16 +169,6 @@ def check_dataset(
         cases.extend(records)
     label_ids = sorted(index.labels.names)
     jobs = [(c, label_ids, index.num_channels) for c in cases]
-    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    bar = tqdm(total=len(jobs), desc="check-data", unit="case", disable=not progress)
-    if workers <= 1:
-        for job in jobs:
-            problems.extend(_job(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for found in pool.map(_job, jobs):
-                problems.extend(found)
-                bar.update()
-    bar.close()
+    for found in map_with_progress(_job, jobs, workers, "check-data", progress):
+        problems.extend(found)
     return problems

@@ -12,19 +12,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
 from amos_zoo.data.labels import AMOS_LABELS, LabelMap
 from amos_zoo.metrics.case import METRICS, evaluate_case
 from amos_zoo.metrics.tolerances import get_tolerances
+from amos_zoo.parallel import map_with_progress
 
 __all__ = ["CaseResult", "evaluate_pair", "evaluate_folders", "summarise", "GeometryMismatchError"]
 
@@ -161,19 +159,7 @@ def evaluate_folders(
         jobs.append(
             (preds.get(cid), g, labels.foreground_ids, {**kwargs, "modality": _modality(cid, modality_override)})
         )
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress)
-    results: list[CaseResult] = []
-    if workers <= 1:
-        for job in jobs:
-            results.append(_job(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_job, jobs):
-                results.append(res)
-                bar.update()
-    bar.close()
+    results: list[CaseResult] = list(map_with_progress(_job, jobs, workers, "evaluate", progress))
     summary = summarise(results, labels, metrics, tolerance)
     if out_dir is not None:
         write_reports(results, summary, labels, metrics, Path(out_dir))
