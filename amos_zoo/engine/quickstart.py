@@ -52,6 +52,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from amos_zoo.data.datamodule import SegmentationDataModule
     from amos_zoo.data.labels import AMOS_LABELS
     from amos_zoo.data.synth import write_synthetic_dataset
+    from amos_zoo.engine.callbacks import PreemptionCheckpoint
     from amos_zoo.engine.inference import Predictor
     from amos_zoo.engine.module import SegmentationModule
     from amos_zoo.metrics.evaluate import evaluate_folders, markdown_table
@@ -121,7 +122,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         num_sanity_val_steps=0,
         accelerator="cpu",
         logger=loggers,
-        callbacks=[ckpt],
+        callbacks=[ckpt, PreemptionCheckpoint()],
         enable_progress_bar=cfg.progress,
         log_every_n_steps=10,
         default_root_dir=str(out),

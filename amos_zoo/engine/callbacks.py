@@ -1,0 +1,63 @@
+"""Lightning callbacks for cross-cutting concerns."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+__all__ = ["PreemptionCheckpoint"]
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """On SIGTERM or SIGINT (a cluster's pre-emption, Ctrl-C), save a checkpoint after the current step and stop.
+
+    The checkpoint goes to ``dirpath/preempted.ckpt`` (default: the trainer's checkpoint folder, else its
+    ``default_root_dir``), written atomically by Lightning; resume with ``--ckpt_path`` pointing at it.
+
+    Args:
+        dirpath: folder for the checkpoint.
+        filename: checkpoint file name.
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "preempted.ckpt") -> None:
+        self.dirpath = dirpath
+        self.filename = filename
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.received = signum
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        flagged = self.received is not None
+        if trainer.world_size > 1:
+            flagged = bool(trainer.strategy.reduce_boolean_decision(flagged, all=False))
+        if not flagged:
+            return
+        folder = self.dirpath
+        if folder is None:
+            cb = trainer.checkpoint_callback
+            folder = cb.dirpath if cb is not None and cb.dirpath else trainer.default_root_dir
+        path = Path(folder) / self.filename
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            name = signal.Signals(self.received).name if self.received else "a signal"
+            print(
+                f"received {name}: saved {path} at step {trainer.global_step}; resume with --ckpt_path {path}",
+                flush=True,
+            )
+        trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
