@@ -10,6 +10,7 @@ processes without padding, so no case is scored twice.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from monai.data import DataLoader, Dataset, PersistentDataset, list_data_collate
 from amos_zoo.data.cache import allow_cache_types, recipe_cache_key
 from amos_zoo.data.index import DatasetIndex, load_index, select_task_cases
 from amos_zoo.data.recipes import Recipe, deterministic_transforms, get_recipe, train_transforms
+from amos_zoo.data.resumable import EpochSeededDataset, EpochSeededSampler
 
 __all__ = ["SegmentationDataModule"]
 
@@ -33,6 +35,17 @@ def _stamp(paths: list[str]) -> str:
         st = os.stat(p)
         parts.append(f"{st.st_size}:{st.st_mtime_ns}")
     return "|".join(parts)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that tells Lightning it resumes exactly (its sampler skips the batches already trained)."""
+
+    def state_dict(self) -> dict:
+        """Nothing to store: the position is recomputed from the restored step count."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore (see :meth:`state_dict`)."""
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -57,6 +70,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         max_val_cases: use at most this many validation cases.
         dataset_json: index file, default ``root/dataset.json``.
         modality_override: case id -> CT/MRI, replacing the AMOS id rule.
+        seed: seed of the training order and augmentation (a function of seed, epoch and case index, so a
+            run resumed mid-epoch sees the same batches as an uninterrupted one).
     """
 
     def __init__(
@@ -78,6 +93,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         max_val_cases: int | None = None,
         dataset_json: str | None = None,
         modality_override: dict[str, str] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -176,11 +192,25 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     # ---- loaders ------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        """Random patches; ``batch_size`` volumes x ``num_samples`` patches per step."""
-        return DataLoader(
-            self.train_ds,
+        """Random patches; ``batch_size`` volumes x ``num_samples`` patches per step.
+
+        Order and augmentation come from (seed, epoch, index); when training resumes from a mid-epoch
+        checkpoint, the batches of that epoch already trained are skipped.
+        """
+        sampler = EpochSeededSampler(self.train_ds, seed=self.hparams.seed, batch_size=self.batch_size)
+        trainer = self.trainer
+        if trainer is not None and trainer.fit_loop.restarting and trainer.global_step > 0:
+            # batches of the current epoch trained before the restart, from the restored step count
+            accumulate = trainer.accumulate_grad_batches
+            batches_per_epoch = math.ceil(len(sampler) / self.batch_size)
+            steps_per_epoch = math.ceil(batches_per_epoch / accumulate)
+            sampler.skip_epoch = trainer.current_epoch
+            done_steps = trainer.global_step - trainer.current_epoch * steps_per_epoch
+            sampler.skip_batches = min(max(done_steps, 0) * accumulate, batches_per_epoch)
+        return ResumableDataLoader(
+            EpochSeededDataset(self.train_ds, seed=self.hparams.seed),
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=list_data_collate,
             persistent_workers=self.num_workers > 0,
