@@ -70,3 +70,28 @@ def test_index_problems_and_empty_split(synth_root, tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     problems = check_dataset(root, workers=1, progress=False)
     assert len(problems) == 1 and "listed twice" in problems[0].problem
+
+
+def test_msd_channels_checked(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "msd"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([0.6, 0.6, 3.6, 1.0])
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4, 2), np.float32), affine), str(root / "imagesTr" / "p_00.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), affine), str(root / "imagesTr" / "p_01.nii.gz"))
+    for case in ("p_00", "p_01"):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), affine), str(root / "labelsTr" / f"{case}.nii.gz"))
+    meta = {
+        "modality": {"0": "T2", "1": "ADC"},
+        "labels": {"0": "background", "1": "PZ", "2": "TZ"},
+        "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ("p_00", "p_01")],
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    problems = check_dataset(root, workers=1, progress=False)
+    assert len(problems) == 1
+    assert (
+        problems[0].file.endswith("p_01.nii.gz") and "is 3D but the dataset declares 2 channels" in problems[0].problem
+    )

@@ -94,3 +94,23 @@ def test_distributed_validation_sampler_has_no_duplicates(synth_root, tmp_path):
     for rank in range(2):
         seen += list(DistributedSampler(dm.val_ds, num_replicas=2, rank=rank, shuffle=False, even_divisible=False))
     assert sorted(seen) == [0, 1, 2]  # 3 cases over 2 processes: none dropped, none repeated
+
+
+def test_truncated_cache_entry_is_rebuilt_not_used(synth_root, tmp_path):
+    dm = _dm(synth_root, tmp_path)
+    dm.prepare_data()
+    dm.setup("validate")
+    good = dm.val_ds[0]["image"].clone()
+    for entry in (tmp_path / "cache").glob("*.pt"):  # a crashed run left truncated files behind
+        entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable cache entry"):
+        again = dm.val_ds[0]["image"]
+    assert torch.equal(again.as_tensor(), good.as_tensor())
+    readable = []
+    for entry in (tmp_path / "cache").glob("*.pt"):
+        try:
+            torch.load(entry, weights_only=False)
+            readable.append(entry)
+        except RuntimeError:
+            pass
+    assert len(readable) == 1  # the rebuilt entry; the others are rebuilt when they are next read

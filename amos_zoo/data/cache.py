@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import torch
+from monai.data import PersistentDataset
 
-__all__ = ["CACHE_SAFE_GLOBALS", "CACHE_FORMAT_VERSION", "allow_cache_types", "recipe_cache_key"]
+__all__ = [
+    "CACHE_SAFE_GLOBALS",
+    "CACHE_FORMAT_VERSION",
+    "ValidatedPersistentDataset",
+    "allow_cache_types",
+    "recipe_cache_key",
+]
 
 #: bump when the cached content changes meaning (new deterministic transform, dtype...)
 CACHE_FORMAT_VERSION = 1
@@ -58,3 +66,20 @@ def recipe_cache_key(recipe) -> str:
         "monai": monai.__version__,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ValidatedPersistentDataset(PersistentDataset):
+    """A MONAI PersistentDataset whose unreadable entries (a crashed run's truncated file, a corrupt file)
+    are deleted and rebuilt, never used."""
+
+    def _cachecheck(self, item_transformed):
+        if self.cache_dir is not None:
+            key = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+            path = self.cache_dir / f"{key}.pt"
+            if path.is_file():
+                try:
+                    return torch.load(path, weights_only=self.weights_only)
+                except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt
+                    warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}); rebuilding it", stacklevel=2)
+                    path.unlink(missing_ok=True)
+        return super()._cachecheck(item_transformed)

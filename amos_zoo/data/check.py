@@ -74,6 +74,14 @@ def check_case(case: CaseRecord, label_ids: list[int], num_channels: int) -> lis
                         "fix the dataset.json 'modality' entry or the image",
                     )
                 )
+        elif data.ndim == 3 and len(case.images) == 1 and num_channels > 1:
+            problems.append(
+                Problem(
+                    str(path),
+                    f"is 3D but the dataset declares {num_channels} channels",
+                    "store the channels as a 4D image (x, y, z, channel) or fix 'modality'",
+                )
+            )
         elif data.ndim != 3:
             want = "3D" if num_channels == 1 else f"3D, or 4D with {num_channels} channels"
             problems.append(

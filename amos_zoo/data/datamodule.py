@@ -18,9 +18,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from monai import transforms as mt
-from monai.data import DataLoader, Dataset, PersistentDataset, list_data_collate
+from monai.data import DataLoader, Dataset, list_data_collate
 
-from amos_zoo.data.cache import allow_cache_types, recipe_cache_key
+from amos_zoo.data.cache import ValidatedPersistentDataset, allow_cache_types, recipe_cache_key
 from amos_zoo.data.index import DatasetIndex, load_index, select_task_cases
 from amos_zoo.data.recipes import Recipe, deterministic_transforms, get_recipe, train_transforms
 from amos_zoo.data.resumable import EpochSeededDataset, EpochSeededSampler
@@ -166,7 +166,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"cache must be 'disk' or 'none', got {self.cache!r}")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         allow_cache_types()
-        ds = PersistentDataset(data, transform=transform, cache_dir=self.cache_dir, track_meta=True, weights_only=True)
+        ds = ValidatedPersistentDataset(
+            data, transform=transform, cache_dir=self.cache_dir, track_meta=True, weights_only=True
+        )
         ds.transform_hash = recipe_cache_key(self.recipe)
         return ds
 

@@ -138,6 +138,19 @@ class SegmentationModule(pl.LightningModule):
     test_step = validation_step
     on_test_epoch_end = on_validation_epoch_end
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint whose label map differs from the data module's (clear error, not a shape clash)."""
+        stored = checkpoint.get("amos_zoo", {}).get("labels")
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if stored is None or datamodule is None or not hasattr(datamodule, "index"):
+            return
+        current = datamodule.index.labels.to_json()
+        if stored != current:
+            raise ValueError(
+                f"the checkpoint was trained with labels {stored} but the dataset {datamodule.root} has {current}; "
+                "use a checkpoint for this label map, or fine-tune from weights instead of resuming"
+            )
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the preprocessing recipe and label map, so a checkpoint alone can segment a scan."""
         meta: dict[str, Any] = {"format": 1}

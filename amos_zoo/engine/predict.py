@@ -8,6 +8,7 @@ exits non-zero).
 
 from __future__ import annotations
 
+import pickle
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -84,7 +85,14 @@ def load_predictor(source: str | Path, device: str = "cpu", trust: bool = False,
             path = resolve(str(source), trust=trust)
         except ImportError:
             raise FileNotFoundError(f"{source}: checkpoint not found") from None
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=not trust)
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: refused: loading it needs full unpickling, which can run arbitrary code (it holds Python "
+            "objects beyond tensors and plain containers). Only if you trust where the file came from, pass "
+            "--trust (trust=True)."
+        ) from err
     if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not an amos-zoo Lightning checkpoint (no hyper_parameters/state_dict)")
     hp = dict(ckpt["hyper_parameters"])
