@@ -40,6 +40,9 @@ def test_every_problem_is_reported(synth_root, tmp_path, capsys):
         nib.Nifti1Image(np.asanyarray(lab3.dataobj), lab3.affine @ np.diag([2, 1, 1, 1])), str(lb / "amos_0003.nii.gz")
     )
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.int16), np.eye(4)), str(tr / "amos_0500.nii.gz"))
+    # a label on a different voxel grid (shape)
+    va = nib.load(str(root / "labelsVa" / "amos_0004.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asanyarray(va.dataobj)[:-2], va.affine), str(root / "labelsVa" / "amos_0004.nii.gz"))
     # a listed file that does not exist
     meta = json.loads((root / "dataset.json").read_text())
     meta["validation"].append({"image": "./imagesVa/amos_0999.nii.gz", "label": "./labelsVa/amos_0999.nii.gz"})
@@ -52,6 +55,7 @@ def test_every_problem_is_reported(synth_root, tmp_path, capsys):
     assert "label values [42] are not in the label map" in text
     assert "amos_0003.nii.gz: affine differs from its image" in text
     assert "amos_0500.nii.gz: is 4D" in text
+    assert "amos_0004.nii.gz: shape (78, 64, 40) differs from its image amos_0004.nii.gz (80, 64, 40)" in text
     assert "amos_0999.nii.gz: file listed in dataset.json does not exist" in text
     assert all(p.fix for p in problems)
     assert main(["check-data", "--data", str(root), "--workers", "1"]) == 1
