@@ -79,6 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--no-count", action="store_true", help="skip building each model to count its parameters")
 
+    r = sub.add_parser(
+        "reproduce",
+        help="one benchmark-table row: fit, predict the official validation split, evaluate, record",
+        description="Fit a model with its AMOS recipe on the official training split, predict the official "
+        "validation split in original geometry, evaluate (Dice, NSD 2 mm) and write OUT/TASK/MODEL/row.json "
+        "(config, commit, data hash, metrics, wall time, device, peak memory). --smoke runs the same path on the "
+        "synthetic dataset with small models in minutes on CPU. Extra LightningCLI overrides may follow '--'.",
+    )
+    r.add_argument("--task", required=True, choices=["amos-ct", "amos-ctmr"])
+    r.add_argument("--model", required=True, choices=["unet", "unetr", "swin_unetr", "vnet", "dynunet"])
+    r.add_argument("--data", type=Path, default=None, help="AMOS 2022 folder (holding dataset.json)")
+    r.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default ./runs)")
+    r.add_argument("--smoke", action="store_true", help="synthetic data, small models, 4 steps, CPU")
+    r.add_argument("--max-steps", type=int, default=None, help="override the config's iteration budget")
+    r.add_argument("overrides", nargs="*", help="LightningCLI overrides after '--', e.g. -- --data.num_workers 4")
+
+    t = sub.add_parser(
+        "table",
+        help="collect reproduce rows into the benchmark table beside published numbers",
+        description="Read every row.json under RUNS and write table.md, table.csv and table.png: per model mDSC and "
+        "mNSD (CT, MRI, overall) and per-organ Dice, side by side with published numbers (each cited, with its "
+        "split and protocol) and the difference. Unknown cells stay empty.",
+    )
+    t.add_argument("runs", type=Path, help="runs folder")
+    t.add_argument("--published", type=Path, default=None, help="published-numbers YAML (default: the shipped one)")
+    t.add_argument("--out", type=Path, default=None, help="output folder (default: RUNS)")
+
     c = sub.add_parser(
         "check-data",
         help="validate a whole dataset and report every problem with its fix",
@@ -156,6 +183,35 @@ def _cmd_models(args) -> int:
             count = f"{count_parameters(net) / 1e6:.1f}"
         pub = f"{spec.published_params:.1f}" if spec.published_params else "-"
         print(f"{spec.name:<12} {count:>10} {pub:>9}  {spec.constraints()}; {spec.description}")
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from amos_zoo.engine.reproduce import run_reproduce
+
+    row = run_reproduce(
+        args.task,
+        args.model,
+        args.data,
+        out=args.out,
+        smoke=args.smoke,
+        max_steps=args.max_steps,
+        extra_args=args.overrides,
+    )
+    overall = row["metrics"]["overall"]
+    print(
+        f"{args.task} {args.model}: mDSC {overall['dice']:.4f}, mNSD {overall['nsd']:.4f} over "
+        f"{row['metrics']['cases']} validation cases; row written to {args.out / args.task / args.model / 'row.json'}. "
+        f"Next: amos-zoo table {args.out}"
+    )
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from amos_zoo.engine.table import write_table
+
+    print(write_table(args.runs, args.out, args.published))
+    print(f"written: {(args.out or args.runs) / 'table.md'}, table.csv, table.png")
     return 0
 
 
@@ -268,6 +324,8 @@ COMMANDS = {
     "synth": _cmd_synth,
     "models": _cmd_models,
     "check-data": _cmd_check_data,
+    "reproduce": _cmd_reproduce,
+    "table": _cmd_table,
     "evaluate": _cmd_evaluate,
 }
 

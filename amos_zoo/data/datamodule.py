@@ -158,7 +158,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             out.append(d)
         return out
 
-    def _dataset(self, data: list[dict], chain: list) -> Dataset:
+    def _dataset(self, data: list[dict], chain: list, stage: str) -> Dataset:
+        """A cached dataset. PersistentDataset stores everything before the first random transform, which
+        for training includes the padding to the patch size: the entry name says which stage and patch."""
         transform = mt.Compose(chain)
         if self.cache == "none":
             return Dataset(data, transform=transform)
@@ -169,16 +171,19 @@ class SegmentationDataModule(pl.LightningDataModule):
         ds = ValidatedPersistentDataset(
             data, transform=transform, cache_dir=self.cache_dir, track_meta=True, weights_only=True
         )
-        ds.transform_hash = recipe_cache_key(self.recipe)
+        suffix = "-train-" + "x".join(str(p) for p in self.recipe.patch_size) if stage == "train" else "-val"
+        ds.transform_hash = recipe_cache_key(self.recipe) + suffix
         return ds
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (runs on every process)."""
         deterministic = deterministic_transforms(self.recipe)
         if stage in (None, "fit"):
-            self.train_ds = self._dataset(self.case_dicts("train"), deterministic + train_transforms(self.recipe))
+            self.train_ds = self._dataset(
+                self.case_dicts("train"), deterministic + train_transforms(self.recipe), "train"
+            )
         if stage in (None, "fit", "validate", "test"):
-            self.val_ds = self._dataset(self.case_dicts("val"), deterministic)
+            self.val_ds = self._dataset(self.case_dicts("val"), deterministic, "val")
 
     def prepare_data(self) -> None:
         """Fill the preprocessing cache once (rank 0) so later epochs and processes only read it."""
@@ -188,7 +193,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         for stage in ("train", "val"):
             data = self.case_dicts(stage)
             chain = deterministic + (train_transforms(self.recipe) if stage == "train" else [])
-            ds = self._dataset(data, chain)
+            ds = self._dataset(data, chain, stage)
             for item in data:
                 ds._cachecheck(item)
 

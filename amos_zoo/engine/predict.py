@@ -8,6 +8,7 @@ exits non-zero).
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,7 +96,8 @@ def load_predictor(source: str | Path, device: str = "cpu", trust: bool = False,
         ) from err
     if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not an amos-zoo Lightning checkpoint (no hyper_parameters/state_dict)")
-    hp = dict(ckpt["hyper_parameters"])
+    accepted = inspect.signature(SegmentationModule.__init__).parameters
+    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}  # LightningCLI adds _instantiator
     module = SegmentationModule(**hp)
     module.load_state_dict(ckpt["state_dict"])
     meta = ckpt.get("amos_zoo", {})

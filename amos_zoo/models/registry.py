@@ -86,7 +86,7 @@ def _dynunet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -
     from monai.networks.nets import DynUNet
 
     kernels = kw.pop("kernel_size", [[3, 3, 3]] * 6)
-    strides = kw.pop("strides", [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]])
+    strides = kw.pop("strides", [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 1]])
     kw.setdefault("upsample_kernel_size", strides[1:])
     return DynUNet(spatial_dims, in_channels, out_channels, kernels, strides, **kw)
 
