@@ -32,10 +32,22 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> AmosLightningCLI:
     """Run the Lightning subcommands; W&B runs offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
-    return AmosLightningCLI(
-        SegmentationModule,
-        SegmentationDataModule,
-        args=list(args) if args is not None else None,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    try:
+        return AmosLightningCLI(
+            SegmentationModule,
+            SegmentationDataModule,
+            args=list(args) if args is not None else None,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        _finish_wandb()
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run a command opened, so the next command in this process starts its own run."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
