@@ -21,7 +21,14 @@ from monai.inferers import sliding_window_inference
 from amos_zoo.data.recipes import Recipe, deterministic_transforms
 from amos_zoo.io import save_nifti
 
-__all__ = ["Predictor", "resample_to_input_grid", "load_scan", "InputError", "check_dicom_series"]
+__all__ = [
+    "Predictor",
+    "resample_to_input_grid",
+    "load_scan",
+    "nifti_header",
+    "InputError",
+    "check_dicom_series",
+]
 
 
 class InputError(ValueError):
@@ -164,27 +171,26 @@ class Predictor:
             probs /= len(flips) + 1
         return MetaTensor(probs[0].cpu(), affine=data["image"].affine)
 
+    def to_input_grid(self, image: MetaTensor, probs: MetaTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labels and probabilities resampled onto ``image``'s own voxel grid, with its affine."""
+        affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
+        on_input = resample_to_input_grid(probs, affine, tuple(image.shape[1:]))
+        return on_input.argmax(0).numpy().astype(np.uint8), affine, on_input.numpy()
+
     def predict_case(self, source, modality: str = "CT") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Labels of one scan in the scan's own voxel order, the scan's affine, and the probabilities."""
         image = load_scan(source)
-        affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
-        shape = tuple(image.shape[1:])
-        probs = self.probabilities(image, modality)
-        on_input = resample_to_input_grid(probs, affine, shape)
-        return on_input.argmax(0).numpy().astype(np.uint8), affine, on_input.numpy()
+        return self.to_input_grid(image, self.probabilities(image, modality))
 
-    def predict_to_file(self, source, out_path: str | Path, modality: str = "CT", save_probabilities: bool = False):
+    def predict_to_file(self, source, out_path: str | Path, modality: str = "CT") -> Path:
         """Predict one scan and write the label NIfTI (atomically) on the scan's grid and header."""
-        labels, affine, probs = self.predict_case(source, modality)
-        first = source[0] if isinstance(source, (list, tuple)) else source
-        header = None
-        if Path(first).is_file() and str(first).endswith((".nii", ".nii.gz")):
-            header = nib.load(str(first)).header.copy()
-        out = save_nifti(labels, affine, out_path, header=header)
-        if save_probabilities:
-            from amos_zoo.io import atomic_path
+        labels, affine, _ = self.predict_case(source, modality)
+        return save_nifti(labels, affine, out_path, header=nifti_header(source))
 
-            with atomic_path(str(out_path).replace(".nii.gz", "_probabilities.npz")) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez_compressed(f, probabilities=probs.astype(np.float16), affine=affine)
-        return out
+
+def nifti_header(source) -> nib.Nifti1Header | None:
+    """The header of a NIfTI input (first channel file), to copy into its prediction; None for DICOM."""
+    first = source[0] if isinstance(source, (list, tuple)) else source
+    if Path(first).is_file() and str(first).endswith((".nii", ".nii.gz")):
+        return nib.load(str(first)).header.copy()
+    return None

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from amos_zoo.data.recipes import get_recipe
-from amos_zoo.engine.inference import InputError, Predictor, load_scan, resample_to_input_grid
+from amos_zoo.engine.inference import InputError, Predictor, load_scan, nifti_header
 from amos_zoo.io import save_nifti, write_json
 
 __all__ = ["PredictJob", "collect_inputs", "load_predictor", "predict_many"]
@@ -80,12 +80,7 @@ def load_predictor(source: str | Path, device: str = "cpu", trust: bool = False,
 
     path = Path(source)
     if not path.is_file():
-        try:
-            from amos_zoo.weights import resolve
-
-            path = resolve(str(source), trust=trust)
-        except ImportError:
-            raise FileNotFoundError(f"{source}: checkpoint not found") from None
+        raise FileNotFoundError(f"{source}: checkpoint not found (give the path of an amos-zoo .ckpt file)")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
@@ -188,18 +183,14 @@ def predict_many(
             pending = reader.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
             try:
                 image, pre = current.result()
-                probs = predictor.probabilities_from_preprocessed(pre, image)
-                affine = image.affine.numpy()
-                on_input = resample_to_input_grid(probs, affine, tuple(image.shape[1:]))
-                labels = on_input.argmax(0).numpy().astype("uint8")
-                src = job.source if isinstance(job.source, str) else job.source[0]
-                header = nib.load(src).header.copy() if str(src).endswith((".nii", ".nii.gz")) else None
+                labels, affine, on_input = predictor.to_input_grid(
+                    image, predictor.probabilities_from_preprocessed(pre, image)
+                )
+                header = nifti_header(job.source)
                 writes.append(
                     (
                         job,
-                        writer.submit(
-                            write, job, labels, affine, header, on_input.numpy() if save_probabilities else None
-                        ),
+                        writer.submit(write, job, labels, affine, header, on_input if save_probabilities else None),
                     )
                 )
             except (InputError, ValueError, OSError, RuntimeError) as err:

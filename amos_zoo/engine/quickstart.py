@@ -45,7 +45,6 @@ def _log(msg: str) -> None:
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Run the whole quickstart; returns the evaluation summary (with ``wall_time_s``)."""
     import pytorch_lightning as pl
-    import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
@@ -75,7 +74,6 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     )
 
     pl.seed_everything(cfg.seed, workers=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     dm = SegmentationDataModule(
         str(data_root),
         task=cfg.task,
