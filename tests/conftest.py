@@ -29,3 +29,49 @@ def synth_root(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("synth")
     return write_synthetic_dataset(root, n_train_ct=3, n_train_mr=1, n_val_ct=2, n_val_mr=1, n_test=1, seed=0)
+
+
+SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
+
+
+def train_tiny_checkpoint(root: Path, out: Path, steps: int, task: str = "amos-ct", seed: int = 0) -> Path:
+    """Train the small UNet on ``root`` (tiny recipe, CPU) for ``steps`` and save an amos-zoo checkpoint."""
+    import pytorch_lightning as pl
+
+    from amos_zoo.data.datamodule import SegmentationDataModule
+    from amos_zoo.engine.module import SegmentationModule
+
+    pl.seed_everything(seed)
+    dm = SegmentationDataModule(str(root), task=task, recipe="tiny", num_workers=0, cache_dir=str(out / "cache"))
+    model = SegmentationModule(
+        arch="unet",
+        arch_kwargs=SMALL_UNET,
+        in_channels=dm.num_channels,
+        num_classes=dm.num_classes,
+        roi_size=dm.patch_size,
+        label_names=dm.label_names,
+        lr=3e-3,
+        sw_batch_size=2,
+        max_steps=steps,
+    )
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        default_root_dir=str(out),
+    )
+    trainer.fit(model, dm)
+    path = out / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def amos_checkpoint(synth_root, tmp_path_factory) -> Path:
+    """The small UNet trained 200 steps on the synthetic AMOS CT cases (a 'pretrained' AMOS model)."""
+    return train_tiny_checkpoint(synth_root, tmp_path_factory.mktemp("amos_ckpt"), steps=200)

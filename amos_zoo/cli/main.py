@@ -13,8 +13,10 @@ LIGHTNING_COMMANDS = {
     "fit": "train a model (LightningCLI: --config configs/amos_ct/swin_unetr.yaml --data.root DIR)",
     "validate": "validate a checkpoint on the validation split (LightningCLI; --ckpt_path FILE)",
     "test": "score a checkpoint on the validation split (LightningCLI; --ckpt_path FILE)",
-    "predict": "segment scans: --weights CKPT --input FILE|DIR|DICOM_DIR|dataset.json --out DIR "
+    "predict": "segment scans: --weights CKPT|NAME --input FILE|DIR|DICOM_DIR|dataset.json --out DIR "
     "(with --config: the LightningCLI predict loop)",
+    "finetune": "fit starting from pretrained weights: --weights NAME|FILE --config CONFIG --data.root DIR "
+    "[--freeze-encoder-epochs N] [--pretrained-lr-scale S] [--trust] [--sha256 HASH]",
 }
 
 EPILOG = (
@@ -28,6 +30,9 @@ Examples:
   amos-zoo synth --out data/synth
   amos-zoo fit --config configs/amos_ct/swin_unetr.yaml --data.root /data/amos22
   amos-zoo evaluate --pred preds/ --gt amos22/labelsVa --out eval/
+  amos-zoo weights
+  amos-zoo finetune --weights swin_unetr_ssl_encoder --trust --config configs/amos_ct/swin_unetr.yaml --data.root DIR
+  amos-zoo export --ckpt runs/x/last.ckpt --format bundle --out exported/
 """
 )
 
@@ -141,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     e.add_argument("--out", type=Path, required=True, help="report folder")
+
+    w = sub.add_parser(
+        "weights",
+        help="list the pretrained weights registry (or print weights.md)",
+        description="The weights registry: model, task, classes, format, hash status. --markdown prints weights.md "
+        "(generated from the registry; a test checks the committed file).",
+    )
+    w.add_argument("--markdown", action="store_true", help="print weights.md")
+    w.add_argument("--write", type=Path, default=None, help="write weights.md to this path (atomically)")
+
+    x = sub.add_parser(
+        "export",
+        help="export a checkpoint as a MONAI bundle, TorchScript or ONNX (checked against PyTorch)",
+        description="Export the network of an amos-zoo checkpoint (or a registry name). bundle: a MONAI bundle "
+        "folder (configs/inference.json, metadata.json, models/model.pt) that `python -m monai.bundle run` runs on "
+        "NIfTI files; torchscript / onnx: model.ts / model.onnx plus model.json (labels, recipe, window). Outputs are "
+        "compared with PyTorch's before the folder is written.",
+    )
+    x.add_argument("--ckpt", required=True, help="amos-zoo checkpoint (.ckpt) or weights registry name")
+    x.add_argument("--format", required=True, choices=["bundle", "torchscript", "onnx"], dest="fmt")
+    x.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
+    x.add_argument("--modality", default="CT", choices=["CT", "MRI"], help="bundle intensity normalisation")
+    x.add_argument("--trust", action="store_true", help="load a checkpoint that needs full unpickling")
     return parser
 
 
@@ -279,8 +307,80 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda[:N]")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz")
-    p.add_argument("--trust", action="store_true", help="load a checkpoint that needs full unpickling (trusted files)")
+    p.add_argument("--trust", action="store_true", help="load unverified or full-unpickling weights (trusted files)")
+    p.add_argument("--sha256", default=None, help="expected SHA-256 of the weights file (verified before use)")
     return p
+
+
+def _cmd_weights(args) -> int:
+    from amos_zoo.io import write_text
+    from amos_zoo.weights import list_weights, render_markdown
+
+    if args.write is not None:
+        write_text(args.write, render_markdown())
+        print(f"wrote {args.write}")
+        return 0
+    if args.markdown:
+        print(render_markdown(), end="")
+        return 0
+    print(f"{'name':<30} {'model':<11} {'classes':<8} {'format':<23} {'verified':<9} task")
+    for e in list_weights():
+        classes = "encoder" if e.encoder_only else str(e.num_classes)
+        verified = "sha256" if e.sha256 else "no"
+        print(f"{e.name:<30} {e.arch:<11} {classes:<8} {e.fmt:<23} {verified:<9} {e.task}")
+    print("\nunverified entries load only with --trust; details: amos-zoo weights --markdown (weights.md)")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from amos_zoo.engine.export import export_model
+
+    result = export_model(args.ckpt, args.fmt, args.out, modality=args.modality, trust=args.trust)
+    print(f"exported {args.fmt} to {result.path}; max |difference| to PyTorch logits {result.max_abs_diff:.2e}")
+    if args.fmt == "bundle":
+        print(
+            f"run it: python -m monai.bundle run --config_file {args.out}/configs/inference.json --meta_file "
+            f"{args.out}/configs/metadata.json --bundle_root {args.out} --dataset_dir NIFTI_DIR --output_dir OUT"
+        )
+    return 0
+
+
+#: ``amos-zoo finetune`` option -> the LightningCLI ``fit`` option it stands for
+FINETUNE_OPTIONS = {
+    "--weights": "--model.pretrained",
+    "--sha256": "--model.pretrained_sha256",
+    "--freeze-encoder-epochs": "--model.freeze_encoder_epochs",
+    "--pretrained-lr-scale": "--model.pretrained_lr_scale",
+    "--head-init": "--model.head_init",
+}
+
+
+def finetune_to_fit_args(argv: Sequence[str]) -> list[str]:
+    """Translate ``amos-zoo finetune`` arguments into ``amos-zoo fit`` arguments (the same run through fit)."""
+    out: list[str] = []
+    seen_weights = False
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        name, eq, value = arg.partition("=")
+        if name == "--trust":
+            out += ["--model.trust_pretrained", "true"]
+        elif name in FINETUNE_OPTIONS:
+            seen_weights |= name == "--weights"
+            if eq:
+                out.append(f"{FINETUNE_OPTIONS[name]}={value}")
+            else:
+                if i + 1 >= len(items):
+                    raise SystemExit(f"amos-zoo finetune: error: {name} needs a value")
+                out += [FINETUNE_OPTIONS[name], items[i + 1]]
+                i += 1
+        else:
+            out.append(arg)
+        i += 1
+    if not seen_weights and not any(a in ("-h", "--help") for a in items):
+        raise SystemExit("amos-zoo finetune: error: --weights NAME|FILE is required (amos-zoo weights lists names)")
+    return ["fit", *out]
 
 
 def _cuda() -> bool:
@@ -299,9 +399,11 @@ def _cmd_predict(argv: Sequence[str]) -> int:
     if args.sw_batch_size is not None:
         opts["sw_batch_size"] = args.sw_batch_size
     try:
-        predictor = load_predictor(args.weights, device=args.device, trust=args.trust, tta=args.tta, **opts)
+        predictor = load_predictor(
+            args.weights, device=args.device, trust=args.trust, sha256=args.sha256, tta=args.tta, **opts
+        )
         jobs = collect_inputs(args.input, split=args.split, modality=args.modality)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+    except (FileNotFoundError, ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"amos-zoo predict: error: {err}", file=sys.stderr)
         return 2
     report = predict_many(predictor, jobs, args.out, save_probabilities=args.save_probabilities)
@@ -327,6 +429,8 @@ COMMANDS = {
     "reproduce": _cmd_reproduce,
     "table": _cmd_table,
     "evaluate": _cmd_evaluate,
+    "weights": _cmd_weights,
+    "export": _cmd_export,
 }
 
 
@@ -336,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "predict" and "--config" not in argv and not any(a.startswith("--ckpt_path") for a in argv):
         return _cmd_predict(argv[1:])
+    if argv and argv[0] == "finetune":
+        argv = finetune_to_fit_args(argv[1:])
+        from_console = False
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from amos_zoo.cli.lightning import run_lightning_cli
 
@@ -348,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+    except (FileNotFoundError, ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"amos-zoo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

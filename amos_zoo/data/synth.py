@@ -166,8 +166,12 @@ def write_synthetic_dataset(
     n_test: int = 2,
     seed: int = 0,
     shape: tuple[int, int, int] = SYNTH_SHAPE,
+    organs: tuple[str, ...] | None = None,
 ) -> Path:
     """Write an AMOS-layout synthetic dataset (imagesTr, labelsTr, imagesVa, labelsVa, imagesTs, dataset.json).
+
+    ``organs`` keeps only those AMOS organs (official names, e.g. ``("spleen",)``), renumbered 1..k in the
+    given order, all others become background: a smaller task (like MSD spleen) for fine-tuning.
 
     CT cases get ids 1, 2, ...; MRI cases ids 500, 501, ... (the AMOS rule). Existing identical files
     are rewritten atomically, so an interrupted call can simply be repeated.
@@ -184,6 +188,17 @@ def write_synthetic_dataset(
         "test": [next(ct_ids) for _ in range(n_test)],
     }
     folders = {"training": ("imagesTr", "labelsTr"), "validation": ("imagesVa", "labelsVa"), "test": ("imagesTs", None)}
+    labels_json = AMOS_LABELS.to_json()
+    lut = None
+    if organs is not None:
+        ids = {name: i for i, name in AMOS_LABELS.names.items()}
+        unknown = [o for o in organs if o not in ids]
+        if unknown:
+            raise ValueError(f"unknown AMOS organs {unknown}; known: {', '.join(list(ids)[1:])}")
+        lut = np.zeros(len(AMOS_LABELS.names), dtype=np.uint8)
+        for new_id, organ in enumerate(organs, start=1):
+            lut[ids[organ]] = new_id
+        labels_json = {"0": "background", **{str(i): o for i, o in enumerate(organs, start=1)}}
     entries: dict[str, list] = {k: [] for k in plan}
     for split, ids in plan.items():
         img_dir, lbl_dir = folders[split]
@@ -194,7 +209,8 @@ def write_synthetic_dataset(
             if lbl_dir is None:
                 entries[split].append(f"./{img_dir}/{name}")
                 continue
-            save_nifti(case.label, case.affine, out / lbl_dir / name)
+            label = case.label if lut is None else lut[case.label]
+            save_nifti(label, case.affine, out / lbl_dir / name)
             entries[split].append({"image": f"./{img_dir}/{name}", "label": f"./{lbl_dir}/{name}"})
     meta = {
         "name": "AMOS-synthetic",
@@ -204,7 +220,7 @@ def write_synthetic_dataset(
         "licence": "CC-BY-SA 4.0",
         "release": "synthetic",
         "modality": {"0": "CT"},
-        "labels": AMOS_LABELS.to_json(),
+        "labels": labels_json,
         "numTraining": len(entries["training"]),
         "numValidation": len(entries["validation"]),
         "numTest": len(entries["test"]),

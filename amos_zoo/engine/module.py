@@ -39,6 +39,16 @@ class SegmentationModule(pl.LightningModule):
         sw_overlap: window overlap.
         val_metrics: metrics computed in validation (``dice``, ``nsd``, ``hd95``, ``assd``).
         nsd_tolerance: NSD tolerance preset or mm.
+        pretrained: weights to start from (registry name, path, file:// or http(s) URL, MONAI bundle); loaded
+            in ``setup("fit")`` (a resumed run then restores its own checkpoint over them). Layers that match are
+            kept; the output head is re-initialised when the label set differs.
+        pretrained_sha256: expected SHA-256 of ``pretrained``.
+        trust_pretrained: allow unverified downloads and full unpickling of ``pretrained``.
+        freeze_encoder_epochs: keep the encoder's weights fixed for this many epochs (their gradients are
+            dropped before each optimiser step, which stays exact under DDP).
+        pretrained_lr_scale: learning-rate factor for the layers loaded from ``pretrained`` (e.g. 0.1).
+        head_init: for a new label set, ``transfer`` copies the head channels of classes both label sets name
+            alike (background, spleen...) and initialises the others afresh; ``random`` re-initialises all.
     """
 
     def __init__(
@@ -60,6 +70,12 @@ class SegmentationModule(pl.LightningModule):
         sw_overlap: float = 0.5,
         val_metrics: tuple[str, ...] = ("dice",),
         nsd_tolerance: str | float = "uniform-2mm",
+        pretrained: str | None = None,
+        pretrained_sha256: str | None = None,
+        trust_pretrained: bool = False,
+        freeze_encoder_epochs: int = 0,
+        pretrained_lr_scale: float = 1.0,
+        head_init: str = "transfer",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -70,6 +86,60 @@ class SegmentationModule(pl.LightningModule):
         self.label_names = {i: names.get(i, f"class_{i}") for i in self.label_ids}
         self.log_names = {i: re.sub(r"[^0-9a-zA-Z]+", "_", n).strip("_") for i, n in self.label_names.items()}
         self._val_cases: dict[str, dict[int, dict[str, float]]] = {}
+        self._pretrained_keys: set[str] = set()
+        self.pretrained_report: Any = None
+
+    # ---- fine-tuning ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.pretrained and self.pretrained_report is None:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> Any:
+        """Load ``pretrained`` into the network: matching layers kept, the head re-initialised for a new label set.
+
+        Returns the :class:`~amos_zoo.weights.LoadReport` (also printed and kept as ``pretrained_report``).
+        """
+        from amos_zoo.models.registry import head_class_dims
+        from amos_zoo.weights.formats import read_weights_file, to_model_keys
+        from amos_zoo.weights.loading import apply_weights, file_labels, resolve, transfer_head
+
+        hp = self.hparams
+        path, entry = resolve(hp.pretrained, sha256=hp.pretrained_sha256, trust=hp.trust_pretrained)
+        raw = read_weights_file(path, trust=hp.trust_pretrained)
+        if entry is not None and entry.arch != hp.arch:
+            raise ValueError(f"weights {entry.name!r} are for {entry.arch}, but this run trains {hp.arch}")
+        ours = {0: "background", **self.label_names}
+        theirs = file_labels(raw, entry)
+        same_labels = theirs is not None and _same_names(theirs, ours)
+        class_dims = head_class_dims(hp.arch, hp.in_channels, hp.num_classes, **(hp.arch_kwargs or {}))
+        reinit = set(class_dims) if theirs is not None and not same_labels else set()
+        report = apply_weights(self.net, raw, entry, source=str(hp.pretrained), reinit=reinit, reinit_head=True)
+        if theirs is not None and not same_labels and self.hparams.head_init == "transfer":
+            by_name = {_norm(name): i for i, name in theirs.items()}
+            class_map = {i: by_name[_norm(n)] for i, n in ours.items() if _norm(n) in by_name}
+            state, _ = to_model_keys(raw)
+            copied = transfer_head(self.net, state, class_dims, class_map)
+            if copied:
+                shared = ", ".join(ours[i] for i in sorted(class_map))
+                print(f"amos-zoo fine-tune: head channels of the shared classes ({shared}) copied from the weights")
+        if report.legacy_patch_merging:  # the saved hyperparameters must rebuild the same computation
+            hp.arch_kwargs = {**(hp.arch_kwargs or {}), "downsample": "merging_legacy"}
+        self._pretrained_keys = set(report.loaded)
+        self.pretrained_report = report
+        print(f"amos-zoo fine-tune: {report.summary()}")
+        return report
+
+    def _encoder_parameters(self) -> list[torch.nn.Parameter]:
+        from amos_zoo.models.registry import MODEL_REGISTRY
+
+        rule = MODEL_REGISTRY[self.hparams.arch].is_encoder_key
+        return [p for name, p in self.net.named_parameters() if rule(name)]
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Frozen encoder epochs: drop the encoder's gradients (after the DDP all-reduce) so it does not move."""
+        if self.current_epoch < self.hparams.freeze_encoder_epochs:
+            for param in self._encoder_parameters():
+                param.grad = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, *spatial)."""
@@ -163,7 +233,12 @@ class SegmentationModule(pl.LightningModule):
     # ---- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.parameters()
+        params: Any = self.parameters()
+        if self._pretrained_keys and hp.pretrained_lr_scale != 1.0:
+            named = dict(self.net.named_parameters())
+            pre = [p for k, p in named.items() if k in self._pretrained_keys]
+            new = [p for k, p in named.items() if k not in self._pretrained_keys]
+            params = [{"params": pre, "lr": hp.lr * hp.pretrained_lr_scale}, {"params": new, "lr": hp.lr}]
         if hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
@@ -202,6 +277,16 @@ class SegmentationModule(pl.LightningModule):
             scheduler.step()
         else:
             scheduler.step(metric)
+
+
+def _same_names(a: dict[int, str], b: dict[int, str]) -> bool:
+    """Two label maps with the same ids and names (case, spaces and underscores ignored)."""
+
+    return sorted(a) == sorted(b) and all(_norm(a[i]) == _norm(b[i]) for i in a)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "", name.lower())
 
 
 def _spacing_of(image: torch.Tensor) -> tuple[float, ...]:

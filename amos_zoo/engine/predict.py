@@ -8,18 +8,14 @@ exits non-zero).
 
 from __future__ import annotations
 
-import inspect
-import pickle
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
-import torch
 from tqdm.auto import tqdm
 
-from amos_zoo.data.recipes import get_recipe
 from amos_zoo.engine.inference import InputError, Predictor, load_scan, nifti_header
 from amos_zoo.io import save_nifti, write_json
 
@@ -74,41 +70,25 @@ def collect_inputs(inp: str | Path, split: str = "test", modality: str | None = 
     raise FileNotFoundError(f"{inp}: input not found (give a NIfTI file, a folder, a DICOM folder or a dataset.json)")
 
 
-def load_predictor(source: str | Path, device: str = "cpu", trust: bool = False, **kwargs) -> Predictor:
-    """A Predictor from an amos-zoo Lightning checkpoint (loaded weights-only unless ``trust``)."""
-    from amos_zoo.engine.module import SegmentationModule
+def load_predictor(
+    source: str | Path, device: str = "cpu", trust: bool = False, sha256: str | None = None, **kwargs
+) -> Predictor:
+    """A Predictor from an amos-zoo checkpoint, a weights registry name, a URL or a MONAI bundle.
 
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"{source}: checkpoint not found (give the path of an amos-zoo .ckpt file)")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path}: refused: loading it needs full unpickling, which can run arbitrary code (it holds Python "
-            "objects beyond tensors and plain containers). Only if you trust where the file came from, pass "
-            "--trust (trust=True)."
-        ) from err
-    if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not an amos-zoo Lightning checkpoint (no hyper_parameters/state_dict)")
-    accepted = inspect.signature(SegmentationModule.__init__).parameters
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}  # LightningCLI adds _instantiator
-    module = SegmentationModule(**hp)
-    module.load_state_dict(ckpt["state_dict"])
-    meta = ckpt.get("amos_zoo", {})
-    if "recipe" in meta:
-        recipe = get_recipe(meta["recipe"]["name"], **{k: v for k, v in meta["recipe"].items() if k != "name"})
-    else:
-        dm = ckpt.get("datamodule_hyper_parameters", {})
-        recipe = get_recipe(dm.get("recipe", "btcv"), spacing=dm.get("spacing"), patch_size=dm.get("patch_size"))
-    opts = {"sw_batch_size": hp.get("sw_batch_size", 4), "overlap": hp.get("sw_overlap", 0.5), **kwargs}
-    names = {int(k): v for k, v in (hp.get("label_names") or {}).items()}
+    Files are loaded weights-only unless ``trust``; downloads are verified against ``sha256`` (or the
+    registry's hash). ``kwargs`` override the sliding-window settings (``overlap``, ``sw_batch_size``, ``tta``).
+    """
+    from amos_zoo.engine.checkpoints import load_for_inference
+
+    net, info = load_for_inference(source, trust=trust, sha256=sha256)
+    opts = {"sw_batch_size": info["sw_batch_size"], "overlap": info["overlap"], **kwargs}
+    names = {i: n for i, n in info["labels"].items() if i != 0}
     return Predictor(
-        module.net,
-        recipe,
-        tuple(hp["roi_size"]),
+        net,
+        info["recipe"],
+        info["roi_size"],
         device=device,
-        in_channels=hp.get("in_channels"),
+        in_channels=info["in_channels"],
         label_names=names,
         **opts,
     )

@@ -13,7 +13,17 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelSpec", "MODEL_REGISTRY", "register_model", "create_model", "list_models", "count_parameters"]
+__all__ = [
+    "ModelSpec",
+    "MODEL_REGISTRY",
+    "register_model",
+    "create_model",
+    "list_models",
+    "count_parameters",
+    "encoder_keys",
+    "head_keys",
+    "head_class_dims",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,8 @@ class ModelSpec:
     fixed_size_arg: str | None = None
     published_params: float | None = None  # millions, with the defaults (in 1, out as in the source)
     published_params_setting: dict[str, Any] = field(default_factory=dict)
+    #: which state-dict keys belong to the encoder (contracting path), for fine-tuning and load checks
+    is_encoder_key: Callable[[str], bool] = lambda key: False
 
     def constraints(self, overrides: dict[str, Any] | None = None) -> str:
         """Human-readable input constraints."""
@@ -69,6 +81,10 @@ def _swin_unetr(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw
     from monai.networks.nets import SwinUNETR
 
     kw.pop("img_size", None)  # MONAI >= 1.5 no longer takes img_size; sides must be divisible by 32
+    if kw.get("downsample") == "merging_legacy":  # checkpoints trained before MONAI 1.5 (see swin_legacy.py)
+        from amos_zoo.models.swin_legacy import LegacyPatchMerging
+
+        kw["downsample"] = LegacyPatchMerging
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **kw)
 
 
@@ -91,6 +107,27 @@ def _dynunet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -
     return DynUNet(spatial_dims, in_channels, out_channels, kernels, strides, **kw)
 
 
+def _unet_is_encoder(key: str) -> bool:
+    """MONAI UNet nests ``Sequential(down, SkipConnection(inner), up)``: index 0 is encoder, 2 decoder, the
+    innermost (non-Sequential) submodule is the bottom layer (counted as encoder)."""
+    parts = key.split(".")
+    i = 1  # parts[0] == "model"
+    while i < len(parts):
+        token = parts[i]
+        if not token.isdigit():
+            return True  # the bottom layer's own parameters
+        if token == "0":
+            return True
+        if token == "2":
+            return False
+        i += 2  # "1", "submodule"
+    return False
+
+
+def _prefixes(*prefixes: str) -> Callable[[str], bool]:
+    return lambda key: key.startswith(prefixes)
+
+
 register_model(
     ModelSpec(
         "unet",
@@ -101,6 +138,7 @@ register_model(
         divisor=16,
         published_params=19.2,
         published_params_setting={"in_channels": 1, "out_channels": 16},
+        is_encoder_key=_unet_is_encoder,
     )
 )
 register_model(
@@ -124,6 +162,7 @@ register_model(
         fixed_size_arg="img_size",
         published_params=92.8,
         published_params_setting={"in_channels": 1, "out_channels": 14},
+        is_encoder_key=_prefixes("vit."),
     )
 )
 register_model(
@@ -136,6 +175,7 @@ register_model(
         divisor=32,
         published_params=62.2,
         published_params_setting={"in_channels": 1, "out_channels": 14},
+        is_encoder_key=_prefixes("swinViT."),
     )
 )
 register_model(
@@ -148,6 +188,7 @@ register_model(
         divisor=16,
         published_params=45.7,
         published_params_setting={"in_channels": 1, "out_channels": 16},
+        is_encoder_key=_prefixes("in_tr.", "down_tr"),
     )
 )
 register_model(
@@ -158,6 +199,7 @@ register_model(
         "MONAI DynUNet configured like nnU-Net 3d_fullres",
         "Isensee et al. 2021 (nnU-Net) 3d_fullres topology: 6 stages, 32..320 filters",
         divisor=32,
+        is_encoder_key=_prefixes("input_block.", "downsamples.", "bottleneck."),
     )
 )
 
@@ -176,6 +218,37 @@ def create_model(name: str, in_channels: int = 1, out_channels: int = 16, **over
     spec = MODEL_REGISTRY[name]
     args = {**spec.defaults, **overrides}
     return spec.builder(in_channels, out_channels, **args)
+
+
+def encoder_keys(name: str, model: nn.Module) -> list[str]:
+    """State-dict keys of ``model`` (built by ``create_model(name, ...)``) that belong to its encoder."""
+    rule = MODEL_REGISTRY[name].is_encoder_key
+    return [k for k in model.state_dict() if rule(k)]
+
+
+def head_keys(name: str, in_channels: int = 1, out_channels: int = 16, **overrides: Any) -> list[str]:
+    """State-dict keys whose shapes depend on the number of output classes (the output head).
+
+    Found by building the network on the meta device with ``out_channels`` and ``out_channels + 1`` classes
+    and comparing shapes, so it holds for every architecture without a hand-written list.
+    """
+    return list(head_class_dims(name, in_channels, out_channels, **overrides))
+
+
+def head_class_dims(name: str, in_channels: int = 1, out_channels: int = 16, **overrides: Any) -> dict[str, tuple]:
+    """For each output-head key, the tensor dimensions that index classes (found as in :func:`head_keys`)."""
+    import torch
+
+    def shapes(classes: int) -> dict[str, torch.Size]:
+        try:
+            with torch.device("meta"):  # no memory, no init cost
+                state = create_model(name, in_channels, classes, **overrides).state_dict()
+        except RuntimeError:  # a constructor that needs real tensors (SwinUNETR calls .item())
+            state = create_model(name, in_channels, classes, **overrides).state_dict()
+        return {k: v.shape for k, v in state.items()}
+
+    a, b = shapes(out_channels), shapes(out_channels + 1)
+    return {k: tuple(d for d in range(len(a[k])) if a[k][d] != b[k][d]) for k in a if a[k] != b[k]}
 
 
 def count_parameters(model: nn.Module) -> int:
