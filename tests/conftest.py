@@ -13,6 +13,16 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one xdist worker per core: one compute thread each (torch's and OpenMP's), inherited by
+    # the notebook kernels and DDP processes they start. Two workers x N threads on N cores oversubscribe the
+    # CPU, and OpenMP's spinning threads then slow everything down several times.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -60,6 +60,8 @@ def load_for_inference(
             else get_recipe(dm.get("recipe", "btcv"), spacing=dm.get("spacing"), patch_size=dm.get("patch_size"))
         )
     labels = file_labels(raw, entry) or {i: f"class_{i}" for i in range(hp["num_classes"])}
+    if raw.fmt == "lightning" and hp.get("label_names"):  # the readable names the model was trained with
+        labels = {0: labels.get(0, "background"), **{int(k): v for k, v in hp["label_names"].items()}}
     info = {
         "arch": hp["arch"],
         "arch_kwargs": dict(hp.get("arch_kwargs") or {}),
