@@ -1,6 +1,7 @@
 """GPU check, sized for about 8 minutes on one H100: throughput benchmarks plus a few hundred iterations of
 each AMOS recipe on synthetic data at real resolution, checking that the loss falls, nothing runs out of
-memory, and measuring the data-wait fraction (time the training loop waits for the next batch).
+memory, and measuring the data-wait fraction (time the training loop waits for the next batch); then seconds per
+case of `amos-zoo predict`'s Predictor for each model, fp32 against bf16 AMP.
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_<card>.md     # on a GPU machine
     python benchmarks/gpu_check.py --smoke                                     # logic check on CPU, ~2 min
@@ -36,6 +37,19 @@ MODELS = {  # model -> (recipe, steps, constructor overrides)
             "kernel_size": [[3, 3, 1]] + [[3, 3, 3]] * 5,
         },
     ),
+}
+
+
+SMOKE_KW = {  # tiny networks for --smoke on CPU
+    "unet": {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1},
+    "unetr": {"img_size": (32, 32, 32), "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "feature_size": 8},
+    "swin_unetr": {"feature_size": 12},
+    "vnet": {},
+    "dynunet": {
+        "filters": (8, 16, 32, 32),
+        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]],
+        "kernel_size": [[3, 3, 3]] * 4,
+    },
 }
 
 
@@ -93,17 +107,7 @@ def run_model(name: str, root: Path, steps: int, smoke: bool) -> dict:
     recipe, _, kw = MODELS[name]
     patch = None
     if smoke:
-        kw = {
-            "unet": {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1},
-            "unetr": {"img_size": (32, 32, 32), "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "feature_size": 8},
-            "swin_unetr": {"feature_size": 12},
-            "vnet": {},
-            "dynunet": {
-                "filters": (8, 16, 32, 32),
-                "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]],
-                "kernel_size": [[3, 3, 3]] * 4,
-            },
-        }[name]
+        kw = SMOKE_KW[name]
         patch = {"swin_unetr": (64, 64, 32), "unetr": (32, 32, 32), "vnet": (32, 32, 32)}.get(name, (32, 32, 16))
         recipe = "tiny"
     dm = SegmentationDataModule(
@@ -169,6 +173,38 @@ def run_model(name: str, root: Path, steps: int, smoke: bool) -> dict:
     }
 
 
+def predict_timing(name: str, scan: Path, smoke: bool) -> dict:
+    """Seconds per case of ``Predictor`` on one scan, fp32 against bf16 autocast, and their label agreement."""
+    from amos_zoo.data.recipes import get_recipe
+    from amos_zoo.engine.inference import Predictor
+    from amos_zoo.models.registry import create_model
+
+    recipe_name, _, kw = MODELS[name]
+    recipe = get_recipe("tiny" if smoke else recipe_name)
+    roi = ((32, 32, 32) if name == "unetr" else (64, 64, 32)) if smoke else recipe.patch_size
+    if smoke:
+        kw = SMOKE_KW[name]
+    if name == "unetr":
+        kw = {**kw, "img_size": tuple(roi)}
+    kw = {k: v for k, v in kw.items() if k != "use_checkpoint"}
+    net = create_model(name, 1, 16, **kw)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    row: dict = {"model": name}
+    labels = {}
+    for precision in ("fp32", "bf16"):
+        predictor = Predictor(net, recipe, tuple(roi), sw_batch_size=4, overlap=0.5, device=device, precision=precision)
+        predictor.predict_case(scan)  # warm-up (cuDNN autotuning, allocator)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        labels[precision], _, _ = predictor.predict_case(scan)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        row[precision] = time.perf_counter() - start
+    row["agreement"] = float((labels["fp32"] == labels["bf16"]).mean())
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU to check the script itself")
@@ -191,6 +227,19 @@ def main() -> None:
             f"| {r['model']} | {r['recipe']} | {'x'.join(map(str, r['patch']))} | {r['steps']} | "
             f"{r['it_per_s']:.2f} | {r['data_wait_fraction']:.1%} | {r['loss_first']:.3f} -> "
             f"{r['loss_last']:.3f} | {r['loss_falls']} | {peak} | {r['status']} |"
+        )
+    scan = sorted((root / "imagesVa").glob("*.nii.gz"))[0]
+    lines += [
+        "",
+        f"Predictor on {scan.name} (shape {shape} at {spacing} mm), sliding window overlap 0.5, seconds per case:",
+        "",
+        "| model | fp32 s | bf16 AMP s | speed-up | label agreement |",
+        "|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        r = predict_timing(name, scan, args.smoke)
+        lines.append(
+            f"| {name} | {r['fp32']:.2f} | {r['bf16']:.2f} | {r['fp32'] / r['bf16']:.2f} | {r['agreement']:.5f} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

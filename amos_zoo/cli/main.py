@@ -305,6 +305,20 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation (8 passes in 3D)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the checkpoint's)")
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="network precision: auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU is ~2x faster where the "
+        "CPU has native bf16",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=["linear", "nearest"],
+        default="linear",
+        help="labels back on the input grid: linear = class probabilities interpolated (nnU-Net); nearest = "
+        "nearest network-grid label (MONAI Invertd)",
+    )
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda[:N]")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz")
     p.add_argument("--trust", action="store_true", help="load unverified or full-unpickling weights (trusted files)")
@@ -398,6 +412,8 @@ def _cmd_predict(argv: Sequence[str]) -> int:
         opts["overlap"] = args.overlap
     if args.sw_batch_size is not None:
         opts["sw_batch_size"] = args.sw_batch_size
+    opts["precision"] = args.precision
+    opts["interpolation"] = args.interpolation
     try:
         predictor = load_predictor(
             args.weights, device=args.device, trust=args.trust, sha256=args.sha256, tta=args.tta, **opts

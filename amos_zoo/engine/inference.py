@@ -8,6 +8,7 @@ folder holding more than one series is refused).
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from amos_zoo.io import save_nifti
 __all__ = [
     "Predictor",
     "resample_to_input_grid",
+    "labels_on_input_grid",
     "load_scan",
     "nifti_header",
     "InputError",
@@ -51,6 +53,85 @@ def resample_to_input_grid(
     if background_fill:
         out[0] += (1.0 - out.sum(0)).clamp_min(0.0)
     return out
+
+
+def labels_on_input_grid(
+    scores: MetaTensor, affine: np.ndarray, shape: tuple[int, ...], interpolation: str = "linear"
+) -> np.ndarray:
+    """``resample_to_input_grid(scores, affine, shape).argmax(0)``, computed without resampling every class.
+
+    ``interpolation="nearest"`` instead takes the argmax on the network's grid and copies each output voxel's
+    nearest source label (what MONAI's ``Invertd(nearest_interp=True)`` does), on the exact input grid.
+
+    Where the grid change is axis-aligned (orientation flips/permutations and spacing: the case after the
+    recipe's Orientation + Spacing), each output voxel's bilinear value is a convex combination of its 8
+    source neighbours. When those 8 share one argmax label, the combination has that label too (for every
+    other class k, each neighbour's p[L] >= p[k], so the weighted sums keep the order), so only voxels at
+    label boundaries need interpolated probabilities. Out-of-grid neighbours count as background, as the
+    background fill does. Other (oblique) grid changes fall back to the full resampling.
+    """
+    src_affine = np.asarray(scores.affine, dtype=np.float64)
+    m = np.linalg.inv(src_affine) @ np.asarray(affine, dtype=np.float64)  # output voxel index -> source index
+    rot, shift = m[:3, :3], m[:3, 3]
+    nonzero = np.abs(rot) > 1e-9 * np.abs(rot).max()
+    if scores.ndim != 4 or not ((nonzero.sum(0) == 1).all() and (nonzero.sum(1) == 1).all()):
+        return resample_to_input_grid(scores, affine, shape).argmax(0).numpy().astype(np.uint8)
+    probs = scores.as_tensor() if isinstance(scores, MetaTensor) else torch.as_tensor(scores)
+    probs = probs.float()
+    n_classes = probs.shape[0]
+    labels = np.pad(probs.argmax(0).numpy().astype(np.uint8), 1)  # a voxel of background around the grid
+    out_axis = [int(np.flatnonzero(nonzero[a])[0]) for a in range(3)]
+    if interpolation == "nearest":
+        near = []
+        for a in range(3):
+            coord = rot[a, out_axis[a]] * np.arange(shape[out_axis[a]], dtype=np.float64) + shift[a] + 1.0
+            near.append(np.clip(np.rint(coord), 0, labels.shape[a] - 1).astype(np.int64))  # ties: half to even
+        out = labels[np.ix_(near[0], near[1], near[2])]
+        return np.ascontiguousarray(out.transpose(np.argsort(out_axis)))
+    if interpolation != "linear":
+        raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+    # one-hot background around the source: out-of-grid neighbours are background, as the background fill
+    padded = torch.nn.functional.pad(probs, (1, 1, 1, 1, 1, 1))
+    padded[0, 0, :, :] = padded[0, -1, :, :] = 1.0
+    padded[0, :, 0, :] = padded[0, :, -1, :] = 1.0
+    padded[0, :, :, 0] = padded[0, :, :, -1] = 1.0
+    lo, w = [], []  # per source axis: lower neighbour index (padded grid) and weight of the upper one
+    for a in range(3):
+        j = np.arange(shape[out_axis[a]], dtype=np.float64)
+        coord = rot[a, out_axis[a]] * j + shift[a] + 1.0  # +1: the padding
+        base = np.floor(coord)
+        frac = coord - base
+        size = labels.shape[a]
+        base = np.clip(base, 0, size - 1).astype(np.int64)
+        frac = np.where((coord < 0) | (coord > size - 1), 0.0, frac)  # far outside: all background padding
+        lo.append(base)
+        w.append(frac)
+    hi = [np.minimum(b + 1, labels.shape[a] - 1) for a, b in enumerate(lo)]
+    corners = [(c0, c1, c2) for c0 in (0, 1) for c1 in (0, 1) for c2 in (0, 1)]
+    pick = [(lo[a], hi[a]) for a in range(3)]
+    first = labels[np.ix_(pick[0][0], pick[1][0], pick[2][0])]
+    uniform = np.ones(first.shape, dtype=bool)
+    for c in corners[1:]:
+        uniform &= labels[np.ix_(pick[0][c[0]], pick[1][c[1]], pick[2][c[2]])] == first
+    out = first
+    if (~uniform).mean() > 0.3:  # labels change almost everywhere (an untrained network): resample it all
+        return resample_to_input_grid(scores, affine, shape).argmax(0).numpy().astype(np.uint8)
+    todo = np.nonzero(~uniform)
+    if todo[0].size:
+        flat = padded.reshape(n_classes, -1).numpy()
+        strides = (labels.shape[1] * labels.shape[2], labels.shape[2], 1)
+        acc = np.zeros((n_classes, todo[0].size), dtype=np.float64)
+        for c in corners:
+            index = sum(pick[a][c[a]][todo[a]] * strides[a] for a in range(3))
+            weight = np.ones(todo[0].size)
+            for a in range(3):
+                wa = w[a][todo[a]]
+                weight *= wa if c[a] else 1.0 - wa
+            acc += flat[:, index] * weight
+        out = out.copy()
+        out[todo] = acc.argmax(0).astype(np.uint8)
+    # source-axis order -> output-axis order
+    return np.ascontiguousarray(out.transpose(np.argsort(out_axis)))
 
 
 def check_dicom_series(folder: Path) -> list[Path]:
@@ -119,6 +200,11 @@ class Predictor:
         tta: average the softmax over all mirrorings of the spatial axes (8 passes in 3D).
         in_channels: channels the model expects (checked per scan).
         amp: bfloat16 autocast on CUDA.
+        precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
+            any device: about 2x faster on CPUs with native bf16, e.g. AMX/AVX512-BF16; labels can differ from
+            fp32 at near-ties, measured in benchmarks/bench_predict.py).
+        interpolation: how labels reach the input grid: ``linear`` (class probabilities interpolated, as
+            nnU-Net exports) or ``nearest`` (argmax on the network's grid, nearest label: MONAI's Invertd).
     """
 
     model: torch.nn.Module
@@ -131,17 +217,52 @@ class Predictor:
     in_channels: int | None = None
     amp: bool = True
     label_names: dict[int, str] = field(default_factory=dict)
+    interpolation: str = "linear"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
         self.model = self.model.to(self.device).eval()
         self.preprocess = mt.Compose(deterministic_transforms(self.recipe, keys=("image",), load=False))
 
+    @property
+    def autocast_bf16(self) -> bool:
+        """Whether the network runs under bf16 autocast on this device."""
+        if self.precision == "auto":
+            return self.amp and torch.device(self.device).type == "cuda"
+        return self.precision == "bf16"
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        use_amp = self.amp and torch.device(self.device).type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            return sliding_window_inference(
-                x, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap, mode="gaussian"
-            ).float()
+        kind = torch.device(self.device).type
+
+        def network(windows: torch.Tensor) -> torch.Tensor:
+            return self.model(windows).float()  # stitch in fp32 (under autocast the windows come out in bf16)
+
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            try:
+                return sliding_window_inference(
+                    x, self.roi_size, self.sw_batch_size, network, overlap=self.overlap, mode="gaussian"
+                ).float()
+            except torch.OutOfMemoryError:
+                # the whole-volume output does not fit beside the network: windows stay on the accelerator,
+                # the stitched output (and its gaussian weights) lives in CPU memory
+                if kind == "cuda":
+                    torch.cuda.empty_cache()
+                warnings.warn(
+                    f"out of memory on {self.device} for a {tuple(x.shape[2:])} volume; stitching windows on the CPU",
+                    stacklevel=2,
+                )
+                return sliding_window_inference(
+                    x,
+                    self.roi_size,
+                    self.sw_batch_size,
+                    network,
+                    overlap=self.overlap,
+                    mode="gaussian",
+                    sw_device=self.device,
+                    device="cpu",
+                ).float()
 
     def check_channels(self, image: MetaTensor) -> None:
         """A clear error when a scan's channel count differs from the model's."""
@@ -171,16 +292,26 @@ class Predictor:
             probs /= len(flips) + 1
         return MetaTensor(probs[0].cpu(), affine=data["image"].affine)
 
-    def to_input_grid(self, image: MetaTensor, probs: MetaTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Labels and probabilities resampled onto ``image``'s own voxel grid, with its affine."""
+    def to_input_grid(
+        self, image: MetaTensor, probs: MetaTensor, with_probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Labels (and probabilities) resampled onto ``image``'s own voxel grid, with its affine.
+
+        Without probabilities the labels come from :func:`labels_on_input_grid`: the same labels, with only
+        the voxels at label boundaries interpolated.
+        """
         affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
+        if not with_probabilities:
+            return labels_on_input_grid(probs, affine, tuple(image.shape[1:]), self.interpolation), affine, None
         on_input = resample_to_input_grid(probs, affine, tuple(image.shape[1:]))
         return on_input.argmax(0).numpy().astype(np.uint8), affine, on_input.numpy()
 
-    def predict_case(self, source, modality: str = "CT") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Labels of one scan in the scan's own voxel order, the scan's affine, and the probabilities."""
+    def predict_case(
+        self, source, modality: str = "CT", with_probabilities: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Labels of one scan in the scan's own voxel order, the scan's affine, and (optionally) probabilities."""
         image = load_scan(source)
-        return self.to_input_grid(image, self.probabilities(image, modality))
+        return self.to_input_grid(image, self.probabilities(image, modality), with_probabilities)
 
     def predict_to_file(self, source, out_path: str | Path, modality: str = "CT") -> Path:
         """Predict one scan and write the label NIfTI (atomically) on the scan's grid and header."""

@@ -164,7 +164,7 @@ def predict_many(
             try:
                 image, pre = current.result()
                 labels, affine, on_input = predictor.to_input_grid(
-                    image, predictor.probabilities_from_preprocessed(pre, image)
+                    image, predictor.probabilities_from_preprocessed(pre, image), save_probabilities
                 )
                 header = nifti_header(job.source)
                 writes.append(

@@ -1,0 +1,91 @@
+"""Labels back on the input grid without resampling every class: the same labels as full probability
+resampling (linear) and as MONAI's nearest-neighbour resampling of the argmax (nearest), for flipped,
+permuted and oblique grids; bf16 and the CPU-stitching fallback of the Predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import SpatialResample
+from scipy import ndimage
+
+from amos_zoo.data.recipes import get_recipe
+from amos_zoo.engine import inference
+from amos_zoo.engine.inference import Predictor, labels_on_input_grid, resample_to_input_grid
+
+
+def _smooth_probabilities(shape=(40, 36, 20), classes=5, seed=0) -> torch.Tensor:
+    """Class probabilities with organ-like blobs (smooth, a clear argmax away from boundaries)."""
+    rng = np.random.default_rng(seed)
+    logits = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 3) * 40 for _ in range(classes)])
+    logits[0] += 1.0
+    return torch.softmax(torch.from_numpy(logits).float(), 0)
+
+
+def _grids():
+    src = np.diag([1.5, 1.5, 2.0, 1.0])
+    src[:3, 3] = [-30.0, -27.0, -20.0]
+    lps = np.diag([-0.7, -0.7, 2.0, 1.0])  # an input stored LPS at finer spacing (flips)
+    lps[:3, 3] = [30.0, 25.0, -20.5]
+    permuted = np.array([[0, 0.8, 0, -28], [0.9, 0, 0, -26], [0, 0, 2.5, -19.3], [0, 0, 0, 1]], dtype=float)
+    theta = np.deg2rad(10)
+    oblique = np.array(
+        [[np.cos(theta), -np.sin(theta), 0, -25], [np.sin(theta), np.cos(theta), 0, -25], [0, 0, 2, -18], [0, 0, 0, 1]]
+    )
+    return src, {"lps": (lps, (86, 77, 20)), "permuted": (permuted, (60, 66, 16)), "oblique": (oblique, (50, 50, 18))}
+
+
+@pytest.mark.parametrize("grid", ["lps", "permuted", "oblique"])
+def test_labels_equal_full_resampling(grid):
+    src, grids = _grids()
+    dst, shape = grids[grid]
+    scores = MetaTensor(_smooth_probabilities(), affine=torch.as_tensor(src))
+    full = resample_to_input_grid(scores, dst, shape).argmax(0).numpy()
+    fast = labels_on_input_grid(scores, dst, shape, "linear")
+    assert fast.shape == shape
+    assert np.mean(fast == full) >= 0.99999  # equal up to float rounding at exact ties
+
+    reference = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float64)(
+        MetaTensor(scores.argmax(0, keepdim=True).float(), affine=torch.as_tensor(src)),
+        dst_affine=torch.as_tensor(dst),
+        spatial_size=shape,
+    )[0].numpy()
+    nearest = labels_on_input_grid(scores, dst, shape, "nearest")
+    if grid != "oblique":  # oblique grids use the full (linear) path
+        assert np.mean(nearest == reference) >= 0.9999
+        assert len(np.unique(fast)) == len(np.unique(full)) > 2
+
+
+def _predictor(**kw):
+    net = torch.nn.Conv3d(1, 3, 3, padding=1)
+    torch.nn.init.constant_(net.weight, 0.1)
+    torch.nn.init.constant_(net.bias, -0.5)
+    return Predictor(net, get_recipe("tiny", crop_foreground=False), (16, 16, 16), sw_batch_size=2, **kw)
+
+
+def test_bf16_precision_and_cpu_stitching_fallback(monkeypatch):
+    x = torch.rand(1, 1, 20, 24, 18)
+    with torch.no_grad():
+        fp32 = _predictor(precision="fp32")._logits(x)
+    bf16 = _predictor(precision="bf16")
+    assert bf16.autocast_bf16 and not _predictor()._logits(x).isnan().any()  # auto = fp32 on CPU
+    with torch.no_grad():
+        diff = (bf16._logits(x) - fp32).abs().max()
+    assert 0 < diff < 0.02  # bf16 was used (not bit-identical) and stays close
+
+    calls = []
+    real = inference.sliding_window_inference
+
+    def fake(*args, **kwargs):
+        calls.append(kwargs.get("device"))
+        if kwargs.get("device") is None:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "sliding_window_inference", fake)
+    with pytest.warns(UserWarning, match="stitching windows on the CPU"):
+        with torch.no_grad():
+            out = _predictor(precision="fp32")._logits(x)
+    assert calls == [None, "cpu"] and torch.allclose(out, fp32, atol=1e-6)
