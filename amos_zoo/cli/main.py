@@ -169,6 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
     x.add_argument("--modality", default="CT", choices=["CT", "MRI"], help="bundle intensity normalisation")
     x.add_argument("--trust", action="store_true", help="load a checkpoint that needs full unpickling")
+
+    t2 = sub.add_parser(
+        "export-2d",
+        help="slice a 3D AMOS/MSD dataset into the SA-Med2D-20M 2D layout",
+        description="Every labelled case (training and validation), reoriented to RAS, sliced along --axis; slices "
+        "with foreground become 8-bit PNGs (CT window level 40 width 400, MR 0.5-99.5 percentiles), each class's "
+        "connected instances binary masks named <image>--<class:04d>_<instance:03d>.png; instances under "
+        "--min-pixels are dropped. Writes SAMed2D_v1.json and SAMed2D_v1_class_mapping_id.json.",
+    )
+    t2.add_argument("--data", type=Path, required=True, help="3D dataset folder (dataset.json)")
+    t2.add_argument("--out", type=Path, required=True, help="output folder")
+    t2.add_argument("--axis", default="z", choices=["x", "y", "z", "all"])
+    t2.add_argument("--dataset-name", default="AMOS", help="dataset token in the file names")
+    t2.add_argument("--min-pixels", type=int, default=100, help="drop mask instances under this size (MedSAM: 100)")
     return parser
 
 
@@ -346,6 +360,17 @@ def _cmd_weights(args) -> int:
     return 0
 
 
+def _cmd_export_2d(args) -> int:
+    from amos_zoo.data.samed2d import export_2d
+
+    counts = export_2d(args.data, args.out, args.axis, args.dataset_name, min_pixels=args.min_pixels)
+    print(
+        f"exported {counts['cases']} case(s) to {args.out}: {counts['images']} images, {counts['masks']} masks "
+        f"({counts['dropped_small_masks']} instances under {args.min_pixels} pixels dropped)"
+    )
+    return 0
+
+
 def _cmd_export(args) -> int:
     from amos_zoo.engine.export import export_model
 
@@ -447,6 +472,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "weights": _cmd_weights,
     "export": _cmd_export,
+    "export-2d": _cmd_export_2d,
 }
 
 
