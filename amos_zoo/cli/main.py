@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-val-mr", type=int, default=2)
     s.add_argument("--n-test", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--layout", choices=["amos", "msd"], default="amos", help="AMOS 2022 or Decathlon layout")
+    s.add_argument("--task", default=None, help="with --layout msd: Task01_BrainTumour ... Task10_Colon")
 
     m = sub.add_parser(
         "models",
@@ -203,6 +205,19 @@ def _cmd_quickstart(args) -> int:
 
 def _cmd_synth(args) -> int:
     from amos_zoo.data.synth import write_synthetic_dataset
+
+    if args.layout == "msd":
+        from amos_zoo.data.msd import MSD_TASKS, write_msd_dataset
+
+        if args.task is None:
+            raise ValueError(f"--layout msd needs --task, one of: {', '.join(MSD_TASKS)}")
+        root = write_msd_dataset(args.out, args.task, n_train=args.n_train_ct, n_test=args.n_test, seed=args.seed)
+        spec = MSD_TASKS[args.task]
+        print(
+            f"wrote a synthetic {args.task} dataset ({spec.num_channels} channel(s), {len(spec.labels)} classes) "
+            f"to {root}. Next: amos-zoo fit --config configs/quickstart/unet.yaml --data.root {root} --data.task all"
+        )
+        return 0
 
     root = write_synthetic_dataset(
         args.out, args.n_train_ct, args.n_train_mr, args.n_val_ct, args.n_val_mr, args.n_test, seed=args.seed

@@ -1,0 +1,171 @@
+"""The ten Medical Segmentation Decathlon tasks: their channels and label sets (REFERENCE.md), and small
+synthetic datasets in the MSD layout (``amos-zoo synth --layout msd --task Task05_Prostate``).
+
+The synthetic cases reuse the phantom abdomen: each task's structures are phantom organs or spherical
+"lesions" inside one (nested where a task's labels nest, as BraTS' regions do), with intensities changed
+so that they can be learned. Anatomy is not the point; the layout is: 4D NIfTI (x, y, z, channel) for
+multi-channel tasks, the task's ``modality`` and ``labels`` in dataset.json, MSD case names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amos_zoo.data.synth import SYNTH_SHAPE, make_phantom
+from amos_zoo.io import save_nifti, write_json
+
+__all__ = ["MsdTask", "MSD_TASKS", "write_msd_dataset"]
+
+
+@dataclass(frozen=True)
+class MsdTask:
+    """One Decathlon task: its modality per channel, label names, and how the phantom builds each label."""
+
+    name: str
+    case_prefix: str
+    modality: dict[str, str]
+    labels: dict[str, str]
+    #: label id -> ("organ", AMOS organ id) or ("lesion", host AMOS organ id, radius in mm)
+    build: dict[int, tuple]
+
+    @property
+    def is_ct(self) -> bool:
+        return self.modality["0"] == "CT"
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.modality)
+
+
+MSD_TASKS: dict[str, MsdTask] = {
+    t.name: t
+    for t in [
+        MsdTask(
+            "Task01_BrainTumour",
+            "BRATS",
+            {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+            {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+            {1: ("lesion", 6, 24.0), 2: ("lesion", 6, 15.0), 3: ("lesion", 6, 8.0)},
+        ),
+        MsdTask("Task02_Heart", "la", {"0": "MRI"}, {"0": "background", "1": "left atrium"}, {1: ("organ", 7)}),
+        MsdTask(
+            "Task03_Liver",
+            "liver",
+            {"0": "CT"},
+            {"0": "background", "1": "liver", "2": "cancer"},
+            {1: ("organ", 6), 2: ("lesion", 6, 15.0)},
+        ),
+        MsdTask(
+            "Task04_Hippocampus",
+            "hippocampus",
+            {"0": "MRI"},
+            {"0": "background", "1": "Anterior", "2": "Posterior"},
+            {1: ("organ", 2), 2: ("organ", 3)},
+        ),
+        MsdTask(
+            "Task05_Prostate",
+            "prostate",
+            {"0": "T2", "1": "ADC"},
+            {"0": "background", "1": "PZ", "2": "TZ"},
+            {1: ("organ", 15), 2: ("lesion", 15, 9.0)},
+        ),
+        MsdTask("Task06_Lung", "lung", {"0": "CT"}, {"0": "background", "1": "cancer"}, {1: ("lesion", 7, 14.0)}),
+        MsdTask(
+            "Task07_Pancreas",
+            "pancreas",
+            {"0": "CT"},
+            {"0": "background", "1": "pancreas", "2": "cancer"},
+            {1: ("organ", 10), 2: ("lesion", 10, 9.0)},
+        ),
+        MsdTask(
+            "Task08_HepaticVessel",
+            "hepaticvessel",
+            {"0": "CT"},
+            {"0": "background", "1": "Vessel", "2": "Tumour"},
+            {1: ("organ", 9), 2: ("lesion", 6, 14.0)},
+        ),
+        MsdTask("Task09_Spleen", "spleen", {"0": "CT"}, {"0": "background", "1": "spleen"}, {1: ("organ", 1)}),
+        MsdTask(
+            "Task10_Colon",
+            "colon",
+            {"0": "CT"},
+            {"0": "background", "1": "colon cancer primaries"},
+            {1: ("lesion", 13, 12.0)},
+        ),
+    ]
+}
+
+
+def _task_case(task: MsdTask, case_id: int, seed: int, shape: tuple[int, int, int]):
+    """(image (x, y, z[, c]), label, affine) of one synthetic case of ``task``."""
+    phantom = make_phantom(case_id if task.is_ct else 500 + case_id, seed=seed, shape=shape)
+    organs = phantom.label
+    label = np.zeros_like(organs)
+    image = phantom.image.astype(np.float32)
+    spacing = np.abs(np.diag(phantom.affine)[:3])
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    for label_id in sorted(task.build):
+        spec = task.build[label_id]
+        if spec[0] == "organ":
+            region = organs == spec[1]
+        else:
+            host = np.argwhere(organs == spec[1])
+            if host.size == 0:
+                continue
+            centre = host.mean(0) * spacing
+            region = np.linalg.norm(grid - centre, axis=-1) <= spec[2]
+            image[region] += -45.0 if task.is_ct else 0.35 * float(np.percentile(image, 99))
+        label[region] = label_id
+    if task.is_ct:
+        image = np.round(image).astype(np.int16)
+    if task.num_channels > 1:  # MSD stores channels last: (x, y, z, c), each channel a different contrast
+        image = np.stack([image * (1.0 + 0.25 * c) + 15.0 * c for c in range(task.num_channels)], -1)
+    return image.astype(np.float32 if not task.is_ct else np.int16), label, phantom.affine
+
+
+def write_msd_dataset(
+    out: str | Path,
+    task: str,
+    n_train: int = 4,
+    n_test: int = 1,
+    seed: int = 0,
+    shape: tuple[int, int, int] = SYNTH_SHAPE,
+) -> Path:
+    """Write a small synthetic dataset of Decathlon ``task`` in the MSD layout (imagesTr, labelsTr, imagesTs,
+    dataset.json with the task's modality and labels). Returns the dataset folder ``out``."""
+    if task not in MSD_TASKS:
+        raise KeyError(f"unknown Decathlon task {task!r}; one of: {', '.join(MSD_TASKS)}")
+    spec = MSD_TASKS[task]
+    out = Path(out)
+    training, test = [], []
+    for i in range(n_train + n_test):
+        image, label, affine = _task_case(spec, i + 1, seed, shape)
+        name = f"{spec.case_prefix}_{i + 1:03d}.nii.gz"
+        if i < n_train:
+            save_nifti(image, affine, out / "imagesTr" / name)
+            save_nifti(label, affine, out / "labelsTr" / name)
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            save_nifti(image, affine, out / "imagesTs" / name)
+            test.append(f"./imagesTs/{name}")
+    write_json(
+        out / "dataset.json",
+        {
+            "name": task.split("_", 1)[1],
+            "description": f"amos-zoo synthetic stand-in for MSD {task} (layout, channels and labels only)",
+            "reference": "amos-zoo",
+            "licence": "CC-BY-SA 4.0",
+            "release": "synthetic",
+            "tensorImageSize": "4D" if spec.num_channels > 1 else "3D",
+            "modality": spec.modality,
+            "labels": spec.labels,
+            "numTraining": len(training),
+            "numTest": len(test),
+            "training": training,
+            "test": test,
+        },
+    )
+    return out
