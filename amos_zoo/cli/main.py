@@ -172,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--modality", default="CT", choices=["CT", "MRI"], help="bundle intensity normalisation")
     x.add_argument("--trust", action="store_true", help="load a checkpoint that needs full unpickling")
 
+    cv = sub.add_parser(
+        "convert",
+        help="convert between the AMOS/Decathlon layout and nnU-Net v2 raw data",
+        description="--to nnunet: write DatasetXXX_Name/ (imagesTr/{case}_{channel:04d}.nii.gz, labelsTr, imagesTs; "
+        "the AMOS validation split goes to imagesTs with references in labelsTs; labels name -> id). --from nnunet: "
+        "write a Decathlon-layout dataset (multi-channel cases as 4D NIfTI). Geometry and headers are kept.",
+    )
+    direction = cv.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--to", choices=["nnunet"], dest="to_format")
+    direction.add_argument("--from", choices=["nnunet"], dest="from_format")
+    cv.add_argument("--data", type=Path, required=True, help="source dataset folder (dataset.json)")
+    cv.add_argument("--out", type=Path, required=True, help="--to: nnUNet_raw folder; --from: dataset folder")
+    cv.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id (--to)")
+    cv.add_argument("--name", default=None, help="nnU-Net dataset name (--to; default: the dataset's)")
+
     t2 = sub.add_parser(
         "export-2d",
         help="slice a 3D AMOS/MSD dataset into the SA-Med2D-20M 2D layout",
@@ -375,6 +390,21 @@ def _cmd_weights(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from amos_zoo.data.convert import from_nnunet, to_nnunet
+
+    if args.to_format:
+        root = to_nnunet(args.data, args.out, args.dataset_id, args.name)
+        print(
+            f"wrote nnU-Net v2 raw data to {root}. Next: nnUNetv2_plan_and_preprocess -d {args.dataset_id}, train, "
+            f"predict imagesTs, then amos-zoo evaluate --pred PRED --gt {root / 'labelsTs'} --out eval/"
+        )
+    else:
+        root = from_nnunet(args.data, args.out)
+        print(f"wrote a Decathlon-layout dataset to {root}")
+    return 0
+
+
 def _cmd_export_2d(args) -> int:
     from amos_zoo.data.samed2d import export_2d
 
@@ -488,6 +518,7 @@ COMMANDS = {
     "weights": _cmd_weights,
     "export": _cmd_export,
     "export-2d": _cmd_export_2d,
+    "convert": _cmd_convert,
 }
 
 
