@@ -4,11 +4,13 @@ synthetic MSD-layout datasets with each task's channels (4D NIfTI) and labels; f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import yaml
 
 from amos_zoo.cli.main import main
 from amos_zoo.data.datamodule import SegmentationDataModule
@@ -74,3 +76,62 @@ def test_fit_predict_evaluate_on_every_task_layout(task, tmp_path):
     organs = {dm.index.labels.display_name(i) for i in dm.index.labels.foreground_ids}
     assert summary["all"]["cases"] == 3 and set(summary["all"]["per_organ"]) == organs
     assert 0.0 <= summary["all"]["overall"]["dice"] <= 1.0
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_model_and_task_config_composes(capsys):
+    models = sorted((REPO / "configs" / "msd" / "models").glob("*.yaml"))
+    tasks = sorted((REPO / "configs" / "msd" / "tasks").glob("*.yaml"))
+    assert [m.stem for m in models] == ["swin_unetr", "unet", "unetr", "vnet"]
+    assert [t.stem for t in tasks] == list(MSD_TASKS)
+    for model in models:
+        for task in tasks:
+            with pytest.raises(SystemExit) as exit_:
+                main(["fit", "--config", str(model), "--config", str(task), "--data.root", "/x", "--print_config"])
+            assert exit_.value.code in (0, None), (model, task)
+            printed = yaml.safe_load(capsys.readouterr().out)
+            patch = printed["data"]["patch_size"]
+            assert all(side % 32 == 0 for side in patch), task  # every model accepts it
+            assert printed["model"]["arch"] == model.stem and printed["data"]["task"] == "all"
+
+
+def test_composed_configs_train_unetr_on_a_two_channel_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "prostate"
+    main(["synth", "--layout", "msd", "--task", "Task05_Prostate", "--out", str(root), "--n-train-ct", "3"])
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs/msd/models/unetr.yaml"),
+        "--config",
+        str(REPO / "configs/msd/tasks/Task05_Prostate.yaml"),
+        "--data.root",
+        str(root),
+        "--data.recipe",
+        "tiny",
+        "--data.spacing",
+        "[7.0, 7.0, 10.0]",
+        "--data.patch_size",
+        "[32, 32, 32]",
+        "--data.num_workers",
+        "0",
+        "--model.arch_kwargs",
+        '{"feature_size": 8, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "proj_type": "perceptron"}',
+        "--trainer.precision",
+        "32-true",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.logger",
+        "false",
+        "--trainer.callbacks",
+        "[]",
+        "--trainer.enable_checkpointing",
+        "false",
+    ]
+    assert main(args) == 0  # UNETR's img_size follows the patch; 2 channels in, 3 classes out from dataset.json

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from amos_zoo.data.recipes import get_recipe
+from amos_zoo.models.registry import with_patch_size
 
 __all__ = ["load_for_inference"]
 
@@ -64,7 +65,7 @@ def load_for_inference(
         labels = {0: labels.get(0, "background"), **{int(k): v for k, v in hp["label_names"].items()}}
     info = {
         "arch": hp["arch"],
-        "arch_kwargs": dict(hp.get("arch_kwargs") or {}),
+        "arch_kwargs": with_patch_size(hp["arch"], hp.get("arch_kwargs"), hp["roi_size"]),
         "in_channels": int(hp.get("in_channels", 1)),
         "num_classes": int(hp["num_classes"]),
         "roi_size": tuple(int(s) for s in hp["roi_size"]),

@@ -12,7 +12,7 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 
 from amos_zoo.metrics.case import evaluate_case
-from amos_zoo.models.registry import create_model
+from amos_zoo.models.registry import create_model, with_patch_size
 
 __all__ = ["SegmentationModule"]
 
@@ -79,7 +79,9 @@ class SegmentationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = create_model(arch, in_channels=in_channels, out_channels=num_classes, **(arch_kwargs or {}))
+        self.net = create_model(
+            arch, in_channels=in_channels, out_channels=num_classes, **with_patch_size(arch, arch_kwargs, roi_size)
+        )
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.label_ids = list(range(1, num_classes))
         names = {int(k): v for k, v in (label_names or {}).items()}
@@ -111,7 +113,9 @@ class SegmentationModule(pl.LightningModule):
         ours = {0: "background", **self.label_names}
         theirs = file_labels(raw, entry)
         same_labels = theirs is not None and _same_names(theirs, ours)
-        class_dims = head_class_dims(hp.arch, hp.in_channels, hp.num_classes, **(hp.arch_kwargs or {}))
+        class_dims = head_class_dims(
+            hp.arch, hp.in_channels, hp.num_classes, **with_patch_size(hp.arch, hp.arch_kwargs, hp.roi_size)
+        )
         reinit = set(class_dims) if theirs is not None and not same_labels else set()
         report = apply_weights(self.net, raw, entry, source=str(hp.pretrained), reinit=reinit, reinit_head=True)
         if theirs is not None and not same_labels and self.hparams.head_init == "transfer":

@@ -23,6 +23,7 @@ __all__ = [
     "encoder_keys",
     "head_keys",
     "head_class_dims",
+    "with_patch_size",
 ]
 
 
@@ -218,6 +219,16 @@ def create_model(name: str, in_channels: int = 1, out_channels: int = 16, **over
     spec = MODEL_REGISTRY[name]
     args = {**spec.defaults, **overrides}
     return spec.builder(in_channels, out_channels, **args)
+
+
+def with_patch_size(name: str, overrides: dict[str, Any] | None, patch_size) -> dict[str, Any]:
+    """Constructor overrides with a fixed-size network's input size (UNETR's ``img_size``) taken from the
+    training patch when the overrides do not set it."""
+    kwargs = dict(overrides or {})
+    spec = MODEL_REGISTRY[name]
+    if spec.fixed_size_arg and spec.fixed_size_arg not in kwargs and patch_size is not None:
+        kwargs[spec.fixed_size_arg] = tuple(int(s) for s in patch_size)
+    return kwargs
 
 
 def encoder_keys(name: str, model: nn.Module) -> list[str]:

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from amos_zoo.models.registry import create_model, encoder_keys
+from amos_zoo.models.registry import create_model, encoder_keys, with_patch_size
 from amos_zoo.weights.download import fetch
 from amos_zoo.weights.formats import RawWeights, bundle_network, read_weights_file, to_model_keys
 from amos_zoo.weights.registry import WEIGHTS, WeightEntry
@@ -201,7 +201,8 @@ def _build(raw: RawWeights, entry: WeightEntry | None, num_classes: int | None) 
         )
     if raw.fmt == "lightning":
         hp = raw.meta["hyper_parameters"]
-        arch, kwargs = hp["arch"], dict(hp.get("arch_kwargs") or {})
+        arch = hp["arch"]
+        kwargs = with_patch_size(arch, hp.get("arch_kwargs"), hp.get("roi_size"))
         legacy = kwargs.get("downsample") == "merging_legacy"
         model = create_model(arch, hp.get("in_channels", 1), num_classes or hp["num_classes"], **kwargs)
         return model, arch, kwargs, legacy
