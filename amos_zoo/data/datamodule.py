@@ -72,6 +72,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         modality_override: case id -> CT/MRI, replacing the AMOS id rule.
         seed: seed of the training order and augmentation (a function of seed, epoch and case index, so a
             run resumed mid-epoch sees the same batches as an uninterrupted one).
+        spatial_dims: 3 for volumes; 2 for SA-Med2D-layout slice folders (``amos-zoo export-2d``): slices are read
+            with their masks, grouped by 3D case for the validation hold-out, and cropped to a 2D ``patch_size``.
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         task: str = "amos-ct",
         recipe: str = "btcv",
         spacing: tuple[float, float, float] | None = None,
-        patch_size: tuple[int, int, int] | None = None,
+        patch_size: tuple[int, ...] | None = None,
         num_samples: int | None = None,
         batch_size: int = 1,
         num_workers: int = 2,
@@ -94,6 +96,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         dataset_json: str | None = None,
         modality_override: dict[str, str] | None = None,
         seed: int = 0,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,13 +109,23 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".amos_zoo_cache" / self.recipe.name
         self._index: DatasetIndex | None = None
         self.train_ds = self.val_ds = None
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (SA-Med2D slices) or 3 (volumes); got {spatial_dims}")
+        self.spatial_dims = spatial_dims
+        if spatial_dims == 2 and len(self.recipe.patch_size) != 2:
+            raise ValueError(f"2D mode needs a 2D patch_size (e.g. [256, 256]); got {self.recipe.patch_size}")
 
     # ---- facts other components link to -------------------------------------------------------------
     @property
     def index(self) -> DatasetIndex:
         """The dataset index (read on first use)."""
         if self._index is None:
-            self._index = load_index(self.root, self.hparams.dataset_json, self.hparams.modality_override)
+            if self.spatial_dims == 2:
+                from amos_zoo.data.samed2d import read_samed2d
+
+                self._index = read_samed2d(self.root)
+            else:
+                self._index = load_index(self.root, self.hparams.dataset_json, self.hparams.modality_override)
         return self._index
 
     @property
@@ -131,11 +144,53 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self.index.labels.display_names
 
     @property
-    def patch_size(self) -> tuple[int, int, int]:
+    def patch_size(self) -> tuple[int, ...]:
         """Training patch size (also the sliding-window size)."""
         return tuple(self.recipe.patch_size)
 
     # ---- splits -------------------------------------------------------------------------------------
+    def slice_dicts(self, stage: str) -> list[dict[str, Any]]:
+        """2D mode: slice dictionaries of the ``train`` or ``val`` stage; the last ``val_fraction`` of the 3D
+        cases (all their slices) are held out, so no case is on both sides."""
+        index = self.index
+        slices = [s for s in index.slices if s.split == "training" and s.masks]
+        cases = sorted({index.case_of(s) for s in slices})
+        n_val = max(1, int(round(len(cases) * self.hparams.val_fraction)))
+        val_cases = set(cases[-n_val:]) if len(cases) > 1 else set()
+        keep = [s for s in slices if (index.case_of(s) in val_cases) == (stage == "val")]
+        if stage == "val" and not keep:
+            keep = slices
+        limit = self.hparams.max_train_cases if stage == "train" else self.hparams.max_val_cases
+        if limit:
+            keep = keep[:limit]
+        return [
+            {"image": str(s.image), "masks": [(str(m.path), m.class_id) for m in s.masks], "case_id": s.image.stem}
+            for s in keep
+        ]
+
+    def _setup_2d(self, stage: str | None) -> None:
+        from amos_zoo.data.samed2d import LoadSamed2Dd
+
+        patch = tuple(self.recipe.patch_size)
+        train_chain = [
+            LoadSamed2Dd(),
+            mt.SpatialPadd(["image", "label"], spatial_size=patch),
+            mt.RandCropByPosNegLabeld(
+                ["image", "label"],
+                label_key="label",
+                spatial_size=patch,
+                pos=self.recipe.pos,
+                neg=self.recipe.neg,
+                num_samples=self.recipe.num_samples,
+                image_key="image",
+                image_threshold=0,
+            ),
+        ]
+        if stage in (None, "fit"):
+            self.train_ds = Dataset(self.slice_dicts("train"), transform=mt.Compose(train_chain))
+        if stage in (None, "fit", "validate", "test"):
+            self.val_ds = Dataset(self.slice_dicts("val"), transform=mt.Compose([LoadSamed2Dd()]))
+
     def case_dicts(self, stage: str) -> list[dict[str, Any]]:
         """Case dictionaries of the ``train`` or ``val`` stage after task selection and limits."""
         index = self.index
@@ -177,6 +232,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (runs on every process)."""
+        if self.spatial_dims == 2:
+            return self._setup_2d(stage)
         deterministic = deterministic_transforms(self.recipe)
         if stage in (None, "fit"):
             self.train_ds = self._dataset(
@@ -187,7 +244,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Fill the preprocessing cache once (rank 0) so later epochs and processes only read it."""
-        if self.cache != "disk":
+        if self.cache != "disk" or self.spatial_dims == 2:  # 2D slices are small PNGs: read directly
             return
         deterministic = deterministic_transforms(self.recipe)
         for stage in ("train", "val"):

@@ -35,6 +35,7 @@ __all__ = [
     "export_2d",
     "slice_name",
     "MIN_MASK_PIXELS",
+    "LoadSamed2Dd",
 ]
 
 #: masks (connected instances) smaller than this many pixels are dropped by export-2d, as MedSAM does in 2D
@@ -78,6 +79,16 @@ class Samed2DIndex:
     slices: list[Slice2D]
     labels: LabelMap
     unindexed_images: list[Path] = field(default_factory=list)
+
+    #: SA-Med2D images are grey (stored as 3 equal channels): one input channel
+    num_channels: int = 1
+    channel_names: tuple[str, ...] = ("grey",)
+
+    def case_of(self, s: Slice2D) -> str:
+        """The 3D case a slice comes from (slices of one case must not straddle a train/validation split)."""
+        if s.case:
+            return f"{s.dataset}--{s.case}"
+        return re.sub(r"_\d+$", "", s.image.stem)  # demo names: <case>_<slice>
 
 
 def _norm(name: str) -> str:
@@ -177,8 +188,8 @@ def _read_full(root: Path, index_file: Path) -> Samed2DIndex:
             cls = int(m["cls"])
             s.masks.append(MaskRef(path, id_to_name.get(cls, f"class_{cls}"), cls, int(m["inst"])))
         slices.append(s)
-    names = sorted({mk.class_name for s in slices for mk in s.masks})
-    resolved = resolve_label_map(names)
+    names = sorted({mk.class_name for s in slices for mk in s.masks} | set(id_to_name.values()))
+    resolved = resolve_label_map(names)  # every class of the mapping file, also those with no mask here
     for s in slices:
         s.masks = [MaskRef(mk.path, mk.class_name, resolved[mk.class_name], mk.instance) for mk in s.masks]
     return Samed2DIndex(root, "full", slices, _label_map(resolved), _unindexed(root, slices))
@@ -225,6 +236,21 @@ def _read_png(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im)
+
+
+class LoadSamed2Dd:
+    """MONAI-style dictionary transform: ``{"image": png, "masks": [(png, class id), ...]}`` -> channel-first
+    image (1, H, W) scaled to [0, 1] and label (1, H, W) composed from the masks."""
+
+    def __call__(self, data: dict) -> dict:
+        import torch
+
+        d = dict(data)
+        s = Slice2D(Path(d["image"]), [MaskRef(Path(p), "", int(c), 0) for p, c in d.pop("masks")])
+        image, label = load_slice(s)
+        d["image"] = torch.from_numpy(image / 255.0).float()[None]
+        d["label"] = torch.from_numpy(label.astype(np.int64)).float()[None]
+        return d
 
 
 def check_samed2d(index: Samed2DIndex) -> list[str]:

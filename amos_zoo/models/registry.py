@@ -99,6 +99,14 @@ def _vnet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> n
     return VNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, **kw)
 
 
+def _timm_unet(in_channels: int, out_channels: int, spatial_dims: int = 2, **kw) -> nn.Module:
+    if spatial_dims != 2:
+        raise ValueError("timm_unet is 2D only (timm encoders are 2D); use unet, unetr or swin_unetr for 3D")
+    from amos_zoo.models.timm_unet import TimmUNet
+
+    return TimmUNet(in_channels, out_channels, **kw)
+
+
 def _dynunet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
     from monai.networks.nets import DynUNet
 
@@ -201,6 +209,19 @@ register_model(
         "Isensee et al. 2021 (nnU-Net) 3d_fullres topology: 6 stages, 32..320 filters",
         divisor=32,
         is_encoder_key=_prefixes("input_block.", "downsamples.", "bottleneck."),
+    )
+)
+
+
+register_model(
+    ModelSpec(
+        "timm_unet",
+        _timm_unet,
+        {"encoder": "resnet18", "pretrained": False, "spatial_dims": 2},
+        "2D U-Net over a timm encoder (features_only), e.g. resnet18/34, efficientnet",
+        "amos-zoo: MONAI convolution blocks over timm's feature pyramid; ImageNet weights with pretrained=True",
+        divisor=32,
+        is_encoder_key=_prefixes("encoder."),
     )
 )
 
