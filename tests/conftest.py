@@ -43,38 +43,66 @@ def synth_root(tmp_path_factory) -> Path:
 
 SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
 
+#: LightningCLI options that keep a test's `amos-zoo fit` quiet and small (CPU, fp32, no logger/callbacks/files)
+QUIET_CLI_TRAINER = [
+    "--trainer.precision",
+    "32-true",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.logger",
+    "false",
+    "--trainer.callbacks",
+    "[]",
+    "--trainer.enable_checkpointing",
+    "false",
+]
+
+
+def small_module(dm, steps: int, arch: str = "unet", arch_kwargs: dict | None = None, **kw):
+    """A SegmentationModule for the data module ``dm`` (the small UNet unless told otherwise)."""
+    from amos_zoo.engine.module import SegmentationModule
+
+    return SegmentationModule(
+        arch=arch,
+        arch_kwargs=SMALL_UNET if arch_kwargs is None else arch_kwargs,
+        in_channels=dm.num_channels,
+        num_classes=dm.num_classes,
+        roi_size=dm.patch_size,
+        label_names=dm.label_names,
+        lr=3e-3,
+        sw_batch_size=kw.pop("sw_batch_size", 2),
+        max_steps=steps,
+        **kw,
+    )
+
+
+def cpu_trainer(steps: int, root: Path | None = None, **kw):
+    """A quiet CPU Lightning trainer for ``steps`` optimiser steps."""
+    import pytorch_lightning as pl
+
+    options = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        **kw,
+    }
+    if root is not None:
+        options["default_root_dir"] = str(root)
+    return pl.Trainer(max_steps=steps, **options)
+
 
 def train_tiny_checkpoint(root: Path, out: Path, steps: int, task: str = "amos-ct", seed: int = 0) -> Path:
     """Train the small UNet on ``root`` (tiny recipe, CPU) for ``steps`` and save an amos-zoo checkpoint."""
     import pytorch_lightning as pl
 
     from amos_zoo.data.datamodule import SegmentationDataModule
-    from amos_zoo.engine.module import SegmentationModule
 
     pl.seed_everything(seed)
     dm = SegmentationDataModule(str(root), task=task, recipe="tiny", num_workers=0, cache_dir=str(out / "cache"))
-    model = SegmentationModule(
-        arch="unet",
-        arch_kwargs=SMALL_UNET,
-        in_channels=dm.num_channels,
-        num_classes=dm.num_classes,
-        roi_size=dm.patch_size,
-        label_names=dm.label_names,
-        lr=3e-3,
-        sw_batch_size=2,
-        max_steps=steps,
-    )
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        default_root_dir=str(out),
-    )
+    model = small_module(dm, steps)
+    trainer = cpu_trainer(steps, out, limit_val_batches=0, deterministic=True)
     trainer.fit(model, dm)
     path = out / "model.ckpt"
     trainer.save_checkpoint(path)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import QUIET_CLI_TRAINER, cpu_trainer, small_module
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.samed2d import export_2d
 from amos_zoo.data.synth import write_synthetic_dataset
-from amos_zoo.engine.module import SegmentationModule
 from amos_zoo.models.registry import create_model
 
 
@@ -36,26 +36,8 @@ def _fit(root, arch, kw, steps):
         val_fraction=0.25,
         max_val_cases=12,
     )
-    model = SegmentationModule(
-        arch=arch,
-        arch_kwargs=kw,
-        in_channels=dm.num_channels,
-        num_classes=dm.num_classes,
-        roi_size=dm.patch_size,
-        label_names=dm.label_names,
-        lr=3e-3,
-        sw_batch_size=4,
-        max_steps=steps,
-        val_metrics=("dice", "nsd"),
-    )
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
+    model = small_module(dm, steps, arch=arch, arch_kwargs=kw, sw_batch_size=4, val_metrics=("dice", "nsd"))
+    trainer = cpu_trainer(steps)
     trainer.fit(model, dm)
     return dm, trainer.validate(model, dm, verbose=False)[0]
 
@@ -104,20 +86,11 @@ def test_2d_config_through_lightning_cli(slices, tmp_path, monkeypatch):
             "4",
             "--model.arch_kwargs",
             '{"spatial_dims": 2, "channels": [8, 16, 32], "strides": [2, 2]}',
-            "--trainer.precision",
-            "32-true",
-            "--trainer.accelerator",
-            "cpu",
             "--trainer.max_steps",
             "2",
             "--trainer.val_check_interval",
             "2",
-            "--trainer.logger",
-            "false",
-            "--trainer.callbacks",
-            "[]",
-            "--trainer.enable_checkpointing",
-            "false",
+            *QUIET_CLI_TRAINER,
         ]
     )
     assert code == 0

@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import SMALL_UNET
+from conftest import QUIET_CLI_TRAINER, cpu_trainer, small_module
 
 from amos_zoo.cli.main import finetune_to_fit_args, main
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.synth import write_synthetic_dataset
-from amos_zoo.engine.module import SegmentationModule
 from amos_zoo.models.registry import encoder_keys
 
 
@@ -27,28 +26,8 @@ def spleen_root(tmp_path_factory):
 def _run(root, tmp_path, steps, **module_kw):
     pl.seed_everything(1)
     dm = SegmentationDataModule(str(root), task="amos-ct", recipe="tiny", num_workers=0, cache_dir=str(tmp_path / "c"))
-    model = SegmentationModule(
-        arch="unet",
-        arch_kwargs=SMALL_UNET,
-        in_channels=dm.num_channels,
-        num_classes=dm.num_classes,
-        roi_size=dm.patch_size,
-        label_names=dm.label_names,
-        lr=3e-3,
-        sw_batch_size=2,
-        max_steps=steps,
-        **module_kw,
-    )
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        default_root_dir=str(tmp_path),
-    )
+    model = small_module(dm, steps, **module_kw)
+    trainer = cpu_trainer(steps, tmp_path, deterministic=True)
     trainer.fit(model, dm)
     dice = float(trainer.validate(model, dm, verbose=False)[0]["val/mean_dice"])
     return model, dice
@@ -121,12 +100,7 @@ def test_finetune_command_is_fit_with_pretrained_weights(amos_checkpoint, spleen
             "3",
             "--trainer.default_root_dir",
             str(out),
-            "--trainer.logger",
-            "false",
-            "--trainer.callbacks",
-            "[]",
-            "--trainer.enable_checkpointing",
-            "false",
+            *QUIET_CLI_TRAINER,
         ]
     )
     assert code == 0

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import yaml
+from conftest import QUIET_CLI_TRAINER, cpu_trainer, small_module
 
 from amos_zoo.cli.main import main
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.msd import MSD_TASKS
-from amos_zoo.engine.module import SegmentationModule
 from amos_zoo.engine.predict import collect_inputs, load_predictor, predict_many
 from amos_zoo.metrics.evaluate import evaluate_folders
 
@@ -42,26 +42,8 @@ def test_fit_predict_evaluate_on_every_task_layout(task, tmp_path):
     assert dm.num_channels == spec.num_channels and dm.num_classes == len(spec.labels)
     expected = "CT" if spec.is_ct else "MRI"
     assert {c.modality for c in dm.index.split("training")} == {expected}  # per-task CT or MRI normalisation
-    model = SegmentationModule(
-        arch="unet",
-        arch_kwargs={"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1},
-        in_channels=dm.num_channels,
-        num_classes=dm.num_classes,
-        roi_size=dm.patch_size,
-        label_names=dm.label_names,
-        lr=3e-3,
-        sw_batch_size=2,
-        max_steps=4,
-    )
-    trainer = pl.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-    )
+    model = small_module(dm, 4)
+    trainer = cpu_trainer(4, tmp_path)
     trainer.fit(model, dm)
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -119,19 +101,10 @@ def test_composed_configs_train_unetr_on_a_two_channel_task(tmp_path, monkeypatc
         "0",
         "--model.arch_kwargs",
         '{"feature_size": 8, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "proj_type": "perceptron"}',
-        "--trainer.precision",
-        "32-true",
-        "--trainer.accelerator",
-        "cpu",
         "--trainer.max_steps",
         "2",
         "--trainer.val_check_interval",
         "2",
-        "--trainer.logger",
-        "false",
-        "--trainer.callbacks",
-        "[]",
-        "--trainer.enable_checkpointing",
-        "false",
+        *QUIET_CLI_TRAINER,
     ]
     assert main(args) == 0  # UNETR's img_size follows the patch; 2 channels in, 3 classes out from dataset.json
