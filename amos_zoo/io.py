@@ -87,3 +87,12 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asanyarray(img.dataobj), img.affine
     except Exception as err:  # nibabel raises several types for truncated or corrupt files
         raise OSError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); re-export or re-download it") from err
+
+
+def numpy_safe_globals() -> list:
+    """numpy objects that may be unpickled by ``torch.load(weights_only=True)``: arrays, dtypes and scalars (such
+    as research-contributions' ``best_acc``), the scalar also under numpy 1's module name."""
+    from numpy._core.multiarray import _reconstruct, scalar
+
+    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return [np.ndarray, np.dtype, _reconstruct, scalar, (scalar, "numpy.core.multiarray.scalar"), *dtypes]

@@ -11,9 +11,10 @@ import hashlib
 import json
 import warnings
 
-import numpy as np
 import torch
 from monai.data import PersistentDataset
+
+from amos_zoo.io import numpy_safe_globals
 
 __all__ = [
     "CACHE_SAFE_GLOBALS",
@@ -25,13 +26,6 @@ __all__ = [
 
 #: bump when the cached content changes meaning (new deterministic transform, dtype...)
 CACHE_FORMAT_VERSION = 1
-
-
-def _numpy_globals() -> list:
-    from numpy._core.multiarray import _reconstruct
-
-    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [np.ndarray, np.dtype, _reconstruct, *dtypes]
 
 
 def _monai_globals() -> list:
@@ -47,7 +41,7 @@ CACHE_SAFE_GLOBALS: list = []
 def allow_cache_types() -> list:
     """Allow-list the types of cached MetaTensors for weights-only loading (idempotent); returns them."""
     if not CACHE_SAFE_GLOBALS:
-        CACHE_SAFE_GLOBALS.extend(_numpy_globals() + _monai_globals())
+        CACHE_SAFE_GLOBALS.extend(numpy_safe_globals() + _monai_globals())
         torch.serialization.add_safe_globals(CACHE_SAFE_GLOBALS)
     return CACHE_SAFE_GLOBALS
 

@@ -5,6 +5,7 @@ Everything in amos-zoo that needs an organ name or id imports it from here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "LabelMap",
     "amos_modality",
     "AMOS_MRI_FIRST_ID",
+    "label_key",
 ]
 
 #: Label names exactly as the official AMOS 2022 ``dataset.json`` spells them ("arota", "postcava").
@@ -39,6 +41,12 @@ _READABLE = {"arota": "aorta", "postcava": "inferior vena cava", "gall bladder":
 
 #: AMOS ids with at or above this number are MRI, below it CT (the AMOS release's id rule).
 AMOS_MRI_FIRST_ID = 500
+
+
+def label_key(name: str) -> str:
+    """A class name reduced for matching across datasets: lower case, letters and digits only
+    ("Inferior_Vena_Cava" and "inferior vena cava" match)."""
+    return re.sub(r"[^0-9a-z]+", "", name.lower())
 
 
 @dataclass(frozen=True)

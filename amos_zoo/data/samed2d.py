@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amos_zoo.data.labels import AMOS_LABELS, LabelMap
+from amos_zoo.data.labels import AMOS_LABELS, LabelMap, label_key
 
 __all__ = [
     "MaskRef",
@@ -99,9 +99,9 @@ def resolve_label_map(names: list[str]) -> dict[str, int]:
     """Class name -> id: AMOS organs keep their AMOS ids, others follow in name order."""
     amos = {}
     for i in AMOS_LABELS.foreground_ids:
-        amos[_norm(AMOS_LABELS.names[i])] = i
-        amos[_norm(AMOS_LABELS.display_name(i))] = i
-    mapping = {n: amos[_norm(n)] for n in names if _norm(n) in amos}
+        amos[label_key(AMOS_LABELS.names[i])] = i
+        amos[label_key(AMOS_LABELS.display_name(i))] = i
+    mapping = {n: amos[label_key(n)] for n in names if label_key(n) in amos}
     next_id = max(AMOS_LABELS.names) + 1
     for name in sorted({n for n in names if n not in mapping}, key=_norm):
         mapping[name] = next_id

@@ -90,11 +90,6 @@ def labels_on_input_grid(
         return np.ascontiguousarray(out.transpose(np.argsort(out_axis)))
     if interpolation != "linear":
         raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
-    # one-hot background around the source: out-of-grid neighbours are background, as the background fill
-    padded = torch.nn.functional.pad(probs, (1, 1, 1, 1, 1, 1))
-    padded[0, 0, :, :] = padded[0, -1, :, :] = 1.0
-    padded[0, :, 0, :] = padded[0, :, -1, :] = 1.0
-    padded[0, :, :, 0] = padded[0, :, :, -1] = 1.0
     lo, w = [], []  # per source axis: lower neighbour index (padded grid) and weight of the upper one
     for a in range(3):
         j = np.arange(shape[out_axis[a]], dtype=np.float64)
@@ -118,6 +113,11 @@ def labels_on_input_grid(
         return resample_to_input_grid(scores, affine, shape).argmax(0).numpy().astype(np.uint8)
     todo = np.nonzero(~uniform)
     if todo[0].size:
+        # one-hot background around the source: out-of-grid neighbours are background, as the background fill
+        padded = torch.nn.functional.pad(probs, (1, 1, 1, 1, 1, 1))
+        padded[0, 0, :, :] = padded[0, -1, :, :] = 1.0
+        padded[0, :, 0, :] = padded[0, :, -1, :] = 1.0
+        padded[0, :, :, 0] = padded[0, :, :, -1] = 1.0
         flat = padded.reshape(n_classes, -1).numpy()
         strides = (labels.shape[1] * labels.shape[2], labels.shape[2], 1)
         acc = np.zeros((n_classes, todo[0].size), dtype=np.float64)

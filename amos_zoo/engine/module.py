@@ -11,6 +11,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 
+from amos_zoo.data.labels import label_key
 from amos_zoo.metrics.case import evaluate_case
 from amos_zoo.models.registry import create_model, with_patch_size
 
@@ -119,8 +120,8 @@ class SegmentationModule(pl.LightningModule):
         reinit = set(class_dims) if theirs is not None and not same_labels else set()
         report = apply_weights(self.net, raw, entry, source=str(hp.pretrained), reinit=reinit, reinit_head=True)
         if theirs is not None and not same_labels and self.hparams.head_init == "transfer":
-            by_name = {_norm(name): i for i, name in theirs.items()}
-            class_map = {i: by_name[_norm(n)] for i, n in ours.items() if _norm(n) in by_name}
+            by_name = {label_key(name): i for i, name in theirs.items()}
+            class_map = {i: by_name[label_key(n)] for i, n in ours.items() if label_key(n) in by_name}
             state, _ = to_model_keys(raw)
             copied = transfer_head(self.net, state, class_dims, class_map)
             if copied:
@@ -286,11 +287,7 @@ class SegmentationModule(pl.LightningModule):
 def _same_names(a: dict[int, str], b: dict[int, str]) -> bool:
     """Two label maps with the same ids and names (case, spaces and underscores ignored)."""
 
-    return sorted(a) == sorted(b) and all(_norm(a[i]) == _norm(b[i]) for i in a)
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "", name.lower())
+    return sorted(a) == sorted(b) and all(label_key(a[i]) == label_key(b[i]) for i in a)
 
 
 def _spacing_of(image: torch.Tensor) -> tuple[float, ...]:

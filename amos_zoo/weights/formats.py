@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from amos_zoo.io import numpy_safe_globals
 
 __all__ = ["RawWeights", "read_weights_file", "to_model_keys", "UnsafeCheckpointError", "bundle_network"]
 
@@ -34,23 +35,12 @@ class RawWeights:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _numpy_safe_globals() -> list[Any]:
-    """numpy scalar reconstruction, under numpy 2's and numpy 1's module names, and the common dtypes."""
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-    allowed: list[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
-    for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "BoolDType"):
-        dtype_cls = getattr(np.dtypes, name, None)
-        if dtype_cls is not None:
-            allowed.append(dtype_cls)
-    return allowed
-
-
 _ALLOWED: list[Any] = []
 
 
 def _torch_load(source: str | Path | io.BytesIO, where: str, trust: bool) -> Any:
     if not _ALLOWED:  # added for good: torch's safe_globals context manager would, on exit, also remove the
-        _ALLOWED.extend(_numpy_safe_globals())  # numpy entries the dataset cache allow-listed before
+        _ALLOWED.extend(numpy_safe_globals())  # numpy entries the dataset cache allow-listed before
         torch.serialization.add_safe_globals(_ALLOWED)
     try:
         return torch.load(source, map_location="cpu", weights_only=not trust)
