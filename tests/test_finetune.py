@@ -64,7 +64,7 @@ def test_frozen_encoder_stays_fixed_and_pretrained_layers_get_a_lower_lr(amos_ch
     assert len(groups) == 2 and groups[0]["initial_lr"] == pytest.approx(3e-4) and groups[1]["initial_lr"] == 3e-3
 
 
-def test_finetune_command_is_fit_with_pretrained_weights(amos_checkpoint, spleen_root, tmp_path):
+def test_finetune_command_is_fit_with_pretrained_weights(amos_checkpoint, spleen_root, tmp_path, capsys):
     args = finetune_to_fit_args(["--weights", "w.ckpt", "--trust", "--freeze-encoder-epochs=2", "--config", "c.yaml"])
     assert args == [
         "fit",
@@ -104,3 +104,6 @@ def test_finetune_command_is_fit_with_pretrained_weights(amos_checkpoint, spleen
         ]
     )
     assert code == 0
+    printed = capsys.readouterr().out
+    assert "(lightning): loaded 22 of 26 tensors, re-initialised 4" in printed  # 16 AMOS classes -> 2: new head
+    assert "head channels of the shared classes (background, spleen) copied" in printed
