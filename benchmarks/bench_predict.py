@@ -104,7 +104,7 @@ def train_unet(steps: int, cache: Path) -> torch.nn.Module:
 def main() -> None:
     from amos_zoo.data.recipes import get_recipe
     from amos_zoo.data.synth import make_phantom
-    from amos_zoo.engine.inference import Predictor
+    from amos_zoo.infer.predictor import Predictor
     from amos_zoo.io import save_nifti
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,7 +121,7 @@ def main() -> None:
     case = make_phantom(3, shape=tuple(args.shape), spacing=(0.7, 0.7, 2.0), anatomy_scale=1.3)
     save_nifti(case.image, case.affine, args.out)
     if args.ckpt:
-        from amos_zoo.engine.predict import load_predictor
+        from amos_zoo.infer.pipeline import load_predictor
 
         loaded = load_predictor(args.ckpt)
         net, base_recipe, roi = loaded.model, loaded.recipe, loaded.roi_size

@@ -96,7 +96,7 @@ def amos_zoo_loop(name, patch, kw, batch, steps, device, amp) -> tuple[float, fl
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from amos_zoo.engine.module import SegmentationModule
+    from amos_zoo.train.module import SegmentationModule
 
     module = SegmentationModule(arch=name, arch_kwargs=kw, num_classes=16, roi_size=patch, scheduler="none", lr=1e-4)
     x, y = _batch(patch, batch, "cpu")

@@ -21,8 +21,8 @@ import torch
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.synth import make_phantom
-from amos_zoo.engine.module import SegmentationModule
 from amos_zoo.io import save_nifti, write_json, write_text
+from amos_zoo.train.module import SegmentationModule
 
 MODELS = {  # model -> (recipe, steps, constructor overrides)
     "unet": ("btcv", 300, {}),
@@ -176,7 +176,7 @@ def run_model(name: str, root: Path, steps: int, smoke: bool) -> dict:
 def predict_timing(name: str, scan: Path, smoke: bool) -> dict:
     """Seconds per case of ``Predictor`` on one scan, fp32 against bf16 autocast, and their label agreement."""
     from amos_zoo.data.recipes import get_recipe
-    from amos_zoo.engine.inference import Predictor
+    from amos_zoo.infer.predictor import Predictor
     from amos_zoo.models.registry import create_model
 
     recipe_name, _, kw = MODELS[name]

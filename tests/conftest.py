@@ -60,7 +60,7 @@ QUIET_CLI_TRAINER = [
 
 def small_module(dm, steps: int, arch: str = "unet", arch_kwargs: dict | None = None, **kw):
     """A SegmentationModule for the data module ``dm`` (the small UNet unless told otherwise)."""
-    from amos_zoo.engine.module import SegmentationModule
+    from amos_zoo.train.module import SegmentationModule
 
     return SegmentationModule(
         arch=arch,

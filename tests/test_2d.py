@@ -75,6 +75,8 @@ def test_2d_config_through_lightning_cli(slices, tmp_path, monkeypatch):
         [
             "fit",
             "--config",
+            str(Path(__file__).resolve().parents[1] / "configs" / "samed2d" / "base.yaml"),
+            "--config",
             str(Path(__file__).resolve().parents[1] / "configs" / "samed2d" / "unet.yaml"),
             "--data.root",
             str(slices),

@@ -1,4 +1,5 @@
-"""The amos-zoo command: help texts, models, synth, LightningCLI fit/validate (CSV + offline W&B), evaluate."""
+"""The amos-zoo command: one parser style with examples, instant listings, protocols through LightningCLI, composed
+configs, fit/validate (CSV + offline W&B), the safe --ckpt_path, synth and evaluate."""
 
 from __future__ import annotations
 
@@ -8,232 +9,207 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+from conftest import SMALL_UNET
 
+from amos_zoo.cli.commands import COMMANDS
 from amos_zoo.cli.main import main
+from amos_zoo.experiments.run import config_root
 
 REPO = Path(__file__).resolve().parents[1]
+CONSOLE = str(Path(sys.executable).parent / "amos-zoo")
+
+
+class Payload:
+    """Stands for arbitrary Python objects in a pickle (a class needs code to rebuild)."""
 
 
 def test_console_script_help_lists_every_command():
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "amos-zoo"), "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    for cmd in ("quickstart", "synth", "models", "check-data", "evaluate", "fit", "validate", "test", "predict"):
-        assert cmd in out
+    out = subprocess.run([CONSOLE, "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("quickstart", "synth", "models", "weights", "protocol", "check-data", "evaluate", "predict", "export"):
+        assert f" {cmd} " in out or f"{{{cmd}," in out or f",{cmd}," in out or f",{cmd}}}" in out, cmd
+    for cmd in ("fit", "validate", "test"):
+        assert f"  {cmd} " in out
 
 
-@pytest.mark.parametrize("cmd", ["quickstart", "synth", "models", "check-data", "evaluate"])
-def test_subcommand_help(cmd, capsys):
+@pytest.mark.parametrize("name", [n for n in COMMANDS])
+def test_every_subcommand_help_ends_with_an_example(name, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([cmd, "--help"])
+        main([*name.split(), "--help"])
     assert exit_.value.code == 0
-    assert len(capsys.readouterr().out.splitlines()) > 4
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines[-2].strip() == "Example:" and lines[-1].strip().startswith(f"amos-zoo {name}"), lines[-3:]
 
 
-def test_lightning_help_and_print_config(capsys):
+@pytest.mark.parametrize("name", ["fit", "validate", "test"])
+def test_lightning_subcommand_help_ends_with_an_example(name, capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--help"])
-    assert "--data.root" in capsys.readouterr().out
+        main([name, "--help"])
+    out = capsys.readouterr().out
+    assert "--data.root" in out and "--protocol" in out and "--trust" in out
+    example = " ".join(out.rsplit("Example:", 1)[1].split())
+    assert example.startswith(f"amos-zoo {name} ") and "--data.root" in example
+
+
+def test_listings_are_instant_and_import_no_torch():
+    code = (
+        "import sys, time; t = time.perf_counter(); from amos_zoo.cli.main import main; "
+        "main(['models']); main(['weights']); main(['protocol', 'list']); "
+        "print('SECONDS', time.perf_counter() - t, 'TORCH', 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    seconds, torch_loaded = out.split("SECONDS")[1].split("TORCH")
+    assert torch_loaded.strip() == "False" and float(seconds) < 2.0, out
+    assert "swin_unetr" in out and "62.2" in out and "swin_unetr_btcv" in out and "btcv" in out
+
+
+def test_models_listing_counts_match_the_networks(capsys):
+    from amos_zoo.models.registry import MODEL_REGISTRY, count_parameters, create_model
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for spec in MODEL_REGISTRY.values():  # the stored counts are the networks' own
+        net = create_model(spec.name, **spec.published_params_setting)
+        assert count_parameters(net) == spec.params, spec.name
+        assert f"{spec.params / 1e6:.1f}" in out.split(spec.name, 1)[1].splitlines()[0]
+    assert "divisible by 32" in out
+
+
+def test_protocol_through_lightning_cli_and_later_options_win(capsys):
     with pytest.raises(SystemExit):
         main(
             [
                 "fit",
                 "--config",
-                str(REPO / "configs/amos_ct/swin_unetr.yaml"),
+                "configs/base/gpu.yaml",
+                "--protocol",
+                "btcv/unetr",
+                "--model.lr",
+                "2e-4",
                 "--data.root",
                 "/data/amos22",
                 "--print_config",
             ]
         )
-    printed = capsys.readouterr().out
-    assert "arch: swin_unetr" in printed and "recipe: btcv" in printed and "root: /data/amos22" in printed
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model = printed["model"]
+    assert model["arch"] == "unetr" and model["protocol"] == "btcv" and model["optimizer"] == "adamw"
+    assert model["lr"] == 2e-4  # given after --protocol: overrides the card's 1e-4
+    assert model["loss_kwargs"] == {"squared_pred": True, "smooth_nr": 0.0, "smooth_dr": 1e-6}  # UNETR's own loss
+    assert model["arch_kwargs"]["hidden_size"] == 768 and model["sw_mode"] == "constant"
+    assert printed["data"]["recipe"] == "btcv" and printed["trainer"]["max_steps"] == 120000
 
 
-def test_models_listing(capsys):
-    assert main(["models", "--no-count"]) == 0
-    out = capsys.readouterr().out
-    for name in ("unet", "unetr", "swin_unetr", "vnet"):
-        assert name in out
-    assert "divisible by 32" in out
-
-
-def test_every_config_parses(capsys):
-    for config in sorted((REPO / "configs").glob("*/*.yaml")):
+def test_every_shipped_config_composes(capsys):
+    configs = sorted(config_root().rglob("*.yaml"))
+    assert {p.relative_to(config_root()).parts[0] for p in configs} == {"base", "msd", "samed2d"}
+    for config in configs:
+        args = ["fit", "--config", str(config), "--data.root", "/x", "--print_config"]
+        if config.parent.name == "msd":
+            args = ["fit", "--config", "configs/base/gpu.yaml", "--protocol", "btcv/unet", *args[1:]]
+        if config.parent.name == "samed2d":
+            args = ["fit", "--config", "configs/base/gpu.yaml", "--config", str(config.parent / "base.yaml"), *args[1:]]
         with pytest.raises(SystemExit) as exit_:
-            main(["fit", "--config", str(config), "--data.root", "/x", "--print_config"])
+            main(args)
         assert exit_.value.code in (0, None), config
         assert "class_path" in capsys.readouterr().out
 
 
-def test_fit_then_validate_through_lightning_cli(synth_root, tmp_path, monkeypatch):
+def test_fit_validate_and_the_safe_checkpoint_loader(synth_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     common = [
+        "--config",
+        str(REPO / "configs/base/cpu.yaml"),
+        "--protocol",
+        "quickstart/unet",
         "--data.root",
         str(synth_root),
         "--data.recipe",
         "tiny",
         "--data.task",
         "amos-ctmr",
-        "--data.num_workers",
-        "0",
         "--data.cache_dir",
         str(tmp_path / "cache"),
         "--model.arch_kwargs",
-        '{"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}',
+        json.dumps(SMALL_UNET),
+        "--trainer.enable_progress_bar",
+        "false",
     ]
-    main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "configs/quickstart/unet.yaml"),
-            *common,
-            "--trainer.max_steps",
-            "6",
-            "--trainer.val_check_interval",
-            "3",
-            "--trainer.log_every_n_steps",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.logger+=pytorch_lightning.loggers.WandbLogger",
-            "--trainer.logger.offline",
-            "true",
-            "--trainer.logger.save_dir",
-            str(tmp_path / "wandb_logs"),
-            "--trainer.logger.project",
-            "amos-zoo-test",
-        ]
+    assert (
+        main(
+            [
+                "fit",
+                *common,
+                "--trainer.max_steps",
+                "6",
+                "--trainer.val_check_interval",
+                "3",
+                "--trainer.log_every_n_steps",
+                "1",
+                "--trainer.logger+=pytorch_lightning.loggers.WandbLogger",
+                "--trainer.logger.offline",
+                "true",
+                "--trainer.logger.save_dir",
+                str(tmp_path / "wandb_logs"),
+                "--trainer.logger.project",
+                "amos-zoo-test",
+            ]
+        )
+        == 0
     )
-    metrics_csv = next((tmp_path / "runs/quickstart/unet/csv").glob("version_*/metrics.csv"))
-    header = metrics_csv.read_text().splitlines()[0]
-    assert "val/mean_dice" in header and "val/dice_liver" in header and "train/loss" in header
+    run_dir = tmp_path / "runs" / "amos-ctmr" / "quickstart" / "unet"  # ${run_dir}: runs/<task>/<protocol>/<model>
+    metrics_csv = next((run_dir / "logs" / "csv").glob("version_*/metrics.csv"))
+    rows = metrics_csv.read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"val/mean_dice", "val/dice_liver", "train/loss", "val/cases"} <= set(header)
+    vals = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    assert [float(v["val/cases"]) for v in vals if v["val/cases"]] == [3.0, 3.0]  # two validations, 3 cases each
     assert list((tmp_path / "wandb_logs" / "wandb").glob("offline-run-*")), "W&B wrote an offline run"
-    ckpt = next((tmp_path / "runs/quickstart/unet").rglob("last.ckpt"))
-    main(
-        [
-            "validate",
-            "--config",
-            str(REPO / "configs/quickstart/unet.yaml"),
-            *common,
-            "--trainer.enable_progress_bar",
-            "false",
-            "--ckpt_path",
-            str(ckpt),
-        ]
-    )
-    # the LightningCLI predict loop runs the test split through the checkpoint
-    main(
-        [
-            "predict",
-            "--config",
-            str(REPO / "configs/quickstart/unet.yaml"),
-            *common,
-            "--trainer.enable_progress_bar",
-            "false",
-            "--ckpt_path",
-            str(ckpt),
-        ]
-    )
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["global_step"] == 6 and saved["amos_zoo"]["card"]["protocol"] == "quickstart"
+
+    from amos_zoo.train.cli import run_lightning_cli
+
+    logged = [float(v["val/mean_dice"]) for v in vals if v["val/mean_dice"]]
+    cli = run_lightning_cli(["validate", *common, "--ckpt_path", str(ckpt)])
+    assert float(cli.trainer.callback_metrics["val/mean_dice"]) == pytest.approx(logged[-1], abs=1e-6)
+
+    # a checkpoint that needs full unpickling is refused with the project's message; --trust loads it
+    saved["extra"] = Payload()
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save(saved, unsafe)
+    capsys.readouterr()
+    assert main(["validate", *common, "--ckpt_path", str(unsafe)]) == 2
+    err = capsys.readouterr().err
+    assert "refused: loading it needs full unpickling" in err and "--trust" in err
+    cli = run_lightning_cli(["validate", *common, "--ckpt_path", str(unsafe), "--trust", "true"])
+    assert float(cli.trainer.callback_metrics["val/mean_dice"]) == pytest.approx(logged[-1], abs=1e-6)
 
 
 def test_synth_and_evaluate_commands(tmp_path, capsys):
     root = tmp_path / "ds"
-    assert (
-        main(
-            [
-                "synth",
-                "--out",
-                str(root),
-                "--n-train-ct",
-                "1",
-                "--n-train-mr",
-                "0",
-                "--n-val-ct",
-                "2",
-                "--n-val-mr",
-                "1",
-                "--n-test",
-                "0",
-            ]
-        )
-        == 0
-    )
-    assert json.loads((root / "dataset.json").read_text())["numValidation"] == 3
-    assert (
-        main(
-            [
-                "evaluate",
-                "--pred",
-                str(root / "labelsVa"),
-                "--gt",
-                str(root / "labelsVa"),
-                "--out",
-                str(tmp_path / "eval"),
-                "--workers",
-                "1",
-                "--metrics",
-                "dice,nsd",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    args = ["--n_train_ct", "1", "--n_train_mr", "0", "--n_val_ct", "2", "--n_val_mr", "1", "--n_test", "0"]
+    assert main(["synth", "--out", str(root), *args]) == 0
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["numValidation"] == 3 and [e["image"] for e in meta["validation"]][-1].endswith("amos_0500.nii.gz")
+    out = tmp_path / "eval"
+    evaluate = ["evaluate", "--pred", str(root / "labelsVa"), "--gt", str(root / "labelsVa"), "--out", str(out)]
+    assert main([*evaluate, "--workers", "1", "--metrics", "dice,nsd"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["all"]["overall"]["dice"] == 1.0 and summary["all"]["overall"]["nsd"] == 1.0
-    assert set(summary["per_modality"]) == {"CT", "MRI"}
-    assert (
-        main(
-            [
-                "evaluate",
-                "--pred",
-                str(tmp_path / "nowhere"),
-                "--gt",
-                str(root / "labelsVa"),
-                "--out",
-                str(tmp_path / "e2"),
-            ]
-        )
-        == 2
-    )
+    assert set(summary["per_modality"]) == {"CT", "MRI"} and summary["all"]["cases"] == 3
+    missing = ["evaluate", "--pred", str(tmp_path / "nowhere"), "--gt", str(root / "labelsVa"), "--out", str(out)]
+    assert main(missing) == 2
     assert "prediction folder not found" in capsys.readouterr().err
 
 
-def test_amos_config_trains_on_the_amos_layout(synth_root, tmp_path, monkeypatch):
-    """The real AMOS Task 2 Swin-UNETR config, shrunk only in size, trains on an AMOS-layout dataset."""
-    monkeypatch.chdir(tmp_path)
-    main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "configs/amos_ctmr/swin_unetr.yaml"),
-            "--data.root",
-            str(synth_root),
-            "--data.recipe",
-            "tiny",
-            "--data.patch_size",
-            "[64, 64, 32]",
-            "--data.num_workers",
-            "0",
-            "--data.cache_dir",
-            str(tmp_path / "cache"),
-            "--model.arch_kwargs",
-            '{"feature_size": 12}',
-            "--trainer.max_steps",
-            "2",
-            "--trainer.val_check_interval",
-            "2",
-            "--trainer.precision",
-            "32-true",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.log_every_n_steps",
-            "1",
-        ]
-    )
-    metrics_csv = next((tmp_path / "runs/amos_ctmr/swin_unetr/csv").glob("version_*/metrics.csv"))
-    assert "val/dice_aorta" in metrics_csv.read_text().splitlines()[0]
-    assert list((tmp_path / "runs/amos_ctmr/swin_unetr").rglob("offline-run-*")), "W&B offline run written"
-    assert list((tmp_path / "runs/amos_ctmr/swin_unetr").rglob("last.ckpt"))
+def test_unknown_protocol_and_bad_option_are_clear(capsys):
+    with pytest.raises(Exception, match="unknown protocol 'nope'; available: btcv"):
+        main(["fit", "--protocol", "nope/unet", "--data.root", "/x", "--print_config"])
+    with pytest.raises(SystemExit) as exit_:
+        main(["protocol", "show", "btcv", "--nonsense"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --nonsense" in capsys.readouterr().err
+    assert main(["protocol", "show", "nope"]) == 2
+    assert "unknown protocol 'nope'; available:" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def _same(a, b):
 
 
 def test_amos_to_nnunet_and_back(synth_root, tmp_path):
-    assert main(["convert", "--to", "nnunet", "--data", str(synth_root), "--out", str(tmp_path / "raw")]) == 0
+    assert main(["convert", "to-nnunet", "--data", str(synth_root), "--out", str(tmp_path / "raw")]) == 0
     root = tmp_path / "raw" / "Dataset501_AMOS-synthetic"
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["labels"]["arota"] == 8 and meta["channel_names"] == {"0": "CT"} and meta["numTraining"] == 4
@@ -36,7 +36,7 @@ def test_amos_to_nnunet_and_back(synth_root, tmp_path):
     assert converted.layout == "nnunet" and converted.labels == original.labels
     assert {c.modality for c in converted.split("training")} == {"CT", "MRI"}  # AMOS id rule kept
 
-    assert main(["convert", "--from", "nnunet", "--data", str(root), "--out", str(tmp_path / "back")]) == 0
+    assert main(["convert", "from-nnunet", "--data", str(root), "--out", str(tmp_path / "back")]) == 0
     back = load_index(tmp_path / "back")
     assert [c.case_id for c in back.split("training")] == sorted(c.case_id for c in original.split("training"))
     _same(first.images[0], tmp_path / "back" / "imagesTr" / f"{first.case_id}.nii.gz")
@@ -44,10 +44,7 @@ def test_amos_to_nnunet_and_back(synth_root, tmp_path):
 
 def test_multichannel_msd_to_nnunet_and_back(tmp_path):
     src = write_msd_dataset(tmp_path / "prostate", "Task05_Prostate", n_train=2, n_test=1)
-    assert (
-        main(["convert", "--to", "nnunet", "--data", str(src), "--out", str(tmp_path / "raw"), "--dataset-id", "5"])
-        == 0
-    )
+    assert main(["convert", "to-nnunet", "--data", str(src), "--out", str(tmp_path / "raw"), "--dataset_id", "5"]) == 0
     root = tmp_path / "raw" / "Dataset005_Prostate"
     four_d = nib.load(src / "imagesTr" / "prostate_001.nii.gz")
     for c in range(2):
@@ -55,12 +52,12 @@ def test_multichannel_msd_to_nnunet_and_back(tmp_path):
         assert channel.ndim == 3
         np.testing.assert_array_equal(np.asanyarray(channel.dataobj), np.asanyarray(four_d.dataobj)[..., c])
     assert json.loads((root / "dataset.json").read_text())["channel_names"] == {"0": "T2", "1": "ADC"}
-    assert main(["convert", "--from", "nnunet", "--data", str(root), "--out", str(tmp_path / "back")]) == 0
+    assert main(["convert", "from-nnunet", "--data", str(root), "--out", str(tmp_path / "back")]) == 0
     _same(src / "imagesTr" / "prostate_001.nii.gz", tmp_path / "back" / "imagesTr" / "prostate_001.nii.gz")
 
 
 def test_evaluate_reads_an_nnunet_prediction_folder(synth_root, tmp_path):
-    main(["convert", "--to", "nnunet", "--data", str(synth_root), "--out", str(tmp_path / "raw")])
+    main(["convert", "to-nnunet", "--data", str(synth_root), "--out", str(tmp_path / "raw")])
     root = tmp_path / "raw" / "Dataset501_AMOS-synthetic"
     pred = tmp_path / "nnunet_pred"  # what nnUNetv2_predict writes: <case>.nii.gz plus its JSON files
     shutil.copytree(root / "labelsTs", pred)

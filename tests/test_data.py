@@ -11,7 +11,8 @@ import torch
 from monai.data import MetaTensor
 
 from amos_zoo.data.datamodule import SegmentationDataModule
-from amos_zoo.data.recipes import ModalityNormalized, get_recipe
+from amos_zoo.data.recipes import get_recipe
+from amos_zoo.data.transforms import ModalityNormalized
 
 
 def test_modality_normalisation_never_ct_windows_mri():

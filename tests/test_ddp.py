@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from amos_zoo.data.datamodule import SegmentationDataModule
-from amos_zoo.engine.module import SegmentationModule
+from amos_zoo.train.module import SegmentationModule
 
 SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
 

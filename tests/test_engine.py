@@ -12,9 +12,9 @@ from monai.data import MetaTensor
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.recipes import get_recipe
-from amos_zoo.engine.inference import Predictor, resample_to_input_grid
-from amos_zoo.engine.module import SegmentationModule
+from amos_zoo.infer.predictor import Predictor, resample_to_input_grid
 from amos_zoo.metrics.case import evaluate_case
+from amos_zoo.train.module import SegmentationModule
 
 SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
 
@@ -114,7 +114,7 @@ def test_real_ct_through_the_pipeline(shared_data, tmp_path):
     recipe = get_recipe("btcv", spacing=(4.0, 4.0, 4.0), patch_size=(32, 32, 32), num_samples=2)
     from monai import transforms as mt
 
-    from amos_zoo.data.recipes import deterministic_transforms, train_transforms
+    from amos_zoo.data.transforms import deterministic_transforms, train_transforms
 
     pre = mt.Compose(deterministic_transforms(recipe))
     item = pre({"image": str(image_path), "label": str(label_path), "modality": "CT"})

@@ -1,5 +1,6 @@
 """Fine-tuning: an AMOS checkpoint fine-tuned to a 2-class task beats training from scratch for the same
-steps; the encoder can be frozen; pretrained layers can get a lower learning rate; `amos-zoo finetune` works."""
+steps; the encoder can be frozen; pretrained layers can get a lower learning rate; fine-tuning is `amos-zoo fit` with
+`--model.pretrained`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import QUIET_CLI_TRAINER, cpu_trainer, small_module
 
-from amos_zoo.cli.main import finetune_to_fit_args, main
+from amos_zoo.cli.main import main
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.synth import write_synthetic_dataset
 from amos_zoo.models.registry import encoder_keys
@@ -64,28 +65,17 @@ def test_frozen_encoder_stays_fixed_and_pretrained_layers_get_a_lower_lr(amos_ch
     assert len(groups) == 2 and groups[0]["initial_lr"] == pytest.approx(3e-4) and groups[1]["initial_lr"] == 3e-3
 
 
-def test_finetune_command_is_fit_with_pretrained_weights(amos_checkpoint, spleen_root, tmp_path, capsys):
-    args = finetune_to_fit_args(["--weights", "w.ckpt", "--trust", "--freeze-encoder-epochs=2", "--config", "c.yaml"])
-    assert args == [
-        "fit",
-        "--model.pretrained",
-        "w.ckpt",
-        "--model.trust_pretrained",
-        "true",
-        "--model.freeze_encoder_epochs=2",
-        "--config",
-        "c.yaml",
-    ]
-    with pytest.raises(SystemExit, match="--weights"):
-        finetune_to_fit_args(["--config", "c.yaml"])
+def test_fit_with_pretrained_weights_finetunes(amos_checkpoint, spleen_root, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(
         [
-            "finetune",
-            "--weights",
-            str(amos_checkpoint),
+            "fit",
             "--config",
-            "configs/quickstart/unet.yaml",
+            "configs/base/cpu.yaml",
+            "--protocol",
+            "quickstart/unet",
+            "--model.pretrained",
+            str(amos_checkpoint),
             "--data.root",
             str(spleen_root),
             "--data.recipe",
@@ -106,4 +96,5 @@ def test_finetune_command_is_fit_with_pretrained_weights(amos_checkpoint, spleen
     assert code == 0
     printed = capsys.readouterr().out
     assert "(lightning): loaded 22 of 26 tensors, re-initialised 4" in printed  # 16 AMOS classes -> 2: new head
+    assert "verified: local file" in printed
     assert "head channels of the shared classes (background, spleen) copied" in printed

@@ -16,7 +16,7 @@ from conftest import QUIET_CLI_TRAINER, cpu_trainer, small_module
 from amos_zoo.cli.main import main
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.data.msd import MSD_TASKS
-from amos_zoo.engine.predict import collect_inputs, load_predictor, predict_many
+from amos_zoo.infer.pipeline import collect_inputs, load_predictor, predict_many
 from amos_zoo.metrics.evaluate import evaluate_folders
 
 
@@ -25,7 +25,7 @@ def test_fit_predict_evaluate_on_every_task_layout(task, tmp_path):
     spec = MSD_TASKS[task]
     root = tmp_path / task
     assert (
-        main(["synth", "--layout", "msd", "--task", task, "--out", str(root), "--n-train-ct", "3", "--n-test", "1"])
+        main(["synth", "--layout", "msd", "--task", task, "--out", str(root), "--n_train_ct", "3", "--n_test", "1"])
         == 0
     )
     meta = json.loads((root / "dataset.json").read_text())
@@ -64,31 +64,46 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_model_and_task_config_composes(capsys):
-    models = sorted((REPO / "configs" / "msd" / "models").glob("*.yaml"))
-    tasks = sorted((REPO / "configs" / "msd" / "tasks").glob("*.yaml"))
-    assert [m.stem for m in models] == ["swin_unetr", "unet", "unetr", "vnet"]
+    """Each Decathlon task file composes with the BTCV protocol of every 3D model; the task's patch wins."""
+    tasks = sorted((REPO / "configs" / "msd").glob("*.yaml"))
     assert [t.stem for t in tasks] == list(MSD_TASKS)
-    for model in models:
+    for model in ("unet", "unetr", "swin_unetr", "vnet"):
         for task in tasks:
             with pytest.raises(SystemExit) as exit_:
-                main(["fit", "--config", str(model), "--config", str(task), "--data.root", "/x", "--print_config"])
+                main(
+                    [
+                        "fit",
+                        "--config",
+                        str(REPO / "configs/base/gpu.yaml"),
+                        "--protocol",
+                        f"btcv/{model}",
+                        "--config",
+                        str(task),
+                        "--data.root",
+                        "/x",
+                        "--print_config",
+                    ]
+                )
             assert exit_.value.code in (0, None), (model, task)
             printed = yaml.safe_load(capsys.readouterr().out)
             patch = printed["data"]["patch_size"]
+            assert patch == yaml.safe_load(task.read_text())["data"]["patch_size"]  # the task's, after the protocol's
             assert all(side % 32 == 0 for side in patch), task  # every model accepts it
-            assert printed["model"]["arch"] == model.stem and printed["data"]["task"] == "all"
+            assert printed["model"]["arch"] == model and printed["data"]["task"] == "all"
 
 
 def test_composed_configs_train_unetr_on_a_two_channel_task(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "prostate"
-    main(["synth", "--layout", "msd", "--task", "Task05_Prostate", "--out", str(root), "--n-train-ct", "3"])
+    main(["synth", "--layout", "msd", "--task", "Task05_Prostate", "--out", str(root), "--n_train_ct", "3"])
     args = [
         "fit",
         "--config",
-        str(REPO / "configs/msd/models/unetr.yaml"),
+        str(REPO / "configs/base/cpu.yaml"),
+        "--protocol",
+        "btcv/unetr",
         "--config",
-        str(REPO / "configs/msd/tasks/Task05_Prostate.yaml"),
+        str(REPO / "configs/msd/Task05_Prostate.yaml"),
         "--data.root",
         str(root),
         "--data.recipe",

@@ -13,9 +13,9 @@ import pytorch_lightning as pl
 
 from amos_zoo.cli.main import main
 from amos_zoo.data.datamodule import SegmentationDataModule
-from amos_zoo.engine.inference import InputError, check_dicom_series
-from amos_zoo.engine.module import SegmentationModule
-from amos_zoo.engine.predict import load_predictor
+from amos_zoo.infer.pipeline import load_predictor
+from amos_zoo.infer.predictor import InputError, check_dicom_series
+from amos_zoo.train.module import SegmentationModule
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_predict_dataset_json_split_with_tta(checkpoint, synth_root, tmp_path):
                 "--out",
                 str(out),
                 "--tta",
-                "--save-probabilities",
+                "--save_probabilities",
             ]
         )
         == 0

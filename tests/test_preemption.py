@@ -14,8 +14,8 @@ SCRIPT = textwrap.dedent(
     import sys
     import pytorch_lightning as pl
     from amos_zoo.data.datamodule import SegmentationDataModule
-    from amos_zoo.engine.callbacks import PreemptionCheckpoint
-    from amos_zoo.engine.module import SegmentationModule
+    from amos_zoo.train.callbacks import PreemptionCheckpoint
+    from amos_zoo.train.module import SegmentationModule
 
     class Announce(pl.Callback):
         def on_train_batch_end(self, trainer, *args):

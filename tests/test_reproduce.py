@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from amos_zoo.cli.main import main
-from amos_zoo.engine.table import build_table, load_published
+from amos_zoo.experiments.table import build_table, load_published
 
 
 @pytest.mark.slow

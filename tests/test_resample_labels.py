@@ -12,8 +12,8 @@ from monai.transforms import SpatialResample
 from scipy import ndimage
 
 from amos_zoo.data.recipes import get_recipe
-from amos_zoo.engine import inference
-from amos_zoo.engine.inference import Predictor, labels_on_input_grid, resample_to_input_grid
+from amos_zoo.infer import predictor as inference
+from amos_zoo.infer.predictor import Predictor, labels_on_input_grid, resample_to_input_grid
 
 
 def _smooth_probabilities(shape=(40, 36, 20), classes=5, seed=0) -> torch.Tensor:
@@ -47,7 +47,7 @@ def test_labels_equal_full_resampling(grid):
     assert fast.shape == shape
     assert np.mean(fast == full) >= 0.99999  # equal up to float rounding at exact ties
 
-    reference = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float64)(
+    reference = SpatialResample(mode="nearest", padding_mode="border", dtype=torch.float64)(
         MetaTensor(scores.argmax(0, keepdim=True).float(), affine=torch.as_tensor(src)),
         dst_affine=torch.as_tensor(dst),
         spatial_size=shape,
@@ -58,11 +58,33 @@ def test_labels_equal_full_resampling(grid):
         assert len(np.unique(fast)) == len(np.unique(full)) > 2
 
 
+def test_cropped_faces_are_background_and_volume_edges_continue():
+    """As MONAI's inverse of the recipe: where the foreground crop cut air away the labels are background; beyond the
+    volume's own edge the border label continues. Fast and full paths agree."""
+    src, grids = _grids()
+    src = src.copy()
+    src[0, 3] = -20.0  # the cropped grid starts inside the input's field of view, which reaches x = -29.5 mm
+    dst, shape = grids["lps"]
+    probs = torch.zeros(3, 40, 36, 20)
+    probs[1] = 1.0  # organ 1 everywhere on the cropped grid
+    scores = MetaTensor(probs, affine=torch.as_tensor(src))
+    scores.meta["cropped"] = [5, 0, 0, 0, 0, 0]  # 5 voxels of air cut before axis 0; nothing else cropped
+    full = resample_to_input_grid(scores, dst, shape).argmax(0).numpy()
+    fast = labels_on_input_grid(scores, dst, shape, "linear")
+    assert np.array_equal(fast, full)
+    world_x = dst[0, 0] * np.arange(shape[0]) + dst[0, 3]  # input voxels' x in mm (LPS: x decreases)
+    inside = world_x > src[0, 3] + 1.5 * 0.5  # beyond half a voxel into the cropped grid: organ
+    cut = world_x < src[0, 3] - 1.5 * 0.5  # on the air the crop removed: background
+    assert (full[inside] == 1).all() and (full[cut] == 0).all() and cut.any()
+    # axes 1 and 2 were not cropped: the input grid reaches past the volume there, and the border label continues
+    assert (full[inside][:, -1, :] == 1).all() and (full[inside][:, :, -1] == 1).all()
+
+
 def _predictor(**kw):
     net = torch.nn.Conv3d(1, 3, 3, padding=1)
     torch.nn.init.constant_(net.weight, 0.1)
     torch.nn.init.constant_(net.bias, -0.5)
-    return Predictor(net, get_recipe("tiny", crop_foreground=False), (16, 16, 16), sw_batch_size=2, **kw)
+    return Predictor(net, get_recipe("tiny", crop_foreground="none"), (16, 16, 16), sw_batch_size=2, **kw)
 
 
 def test_bf16_precision_and_cpu_stitching_fallback(monkeypatch):

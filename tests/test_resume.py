@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
     from amos_zoo.data.datamodule import SegmentationDataModule
-    from amos_zoo.engine.module import SegmentationModule
+    from amos_zoo.train.module import SegmentationModule
 
     root, out, steps, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 

@@ -70,7 +70,7 @@ def test_export_2d_round_trip(synth_root, tmp_path, axis):
 
 def test_export_2d_command_drops_small_instances(synth_root, tmp_path):
     out = tmp_path / "sa2d"
-    assert main(["export-2d", "--data", str(synth_root), "--out", str(out), "--axis", "z", "--min-pixels", "30"]) == 0
+    assert main(["export-2d", "--data", str(synth_root), "--out", str(out), "--axis", "z", "--min_pixels", "30"]) == 0
     index = read_samed2d(out)
     for s in index.slices[:20]:
         for m in s.masks:

@@ -12,8 +12,8 @@ import torch
 
 from amos_zoo.cli.main import main
 from amos_zoo.data.datamodule import SegmentationDataModule
-from amos_zoo.engine.module import SegmentationModule
-from amos_zoo.engine.predict import load_predictor
+from amos_zoo.infer.pipeline import load_predictor
+from amos_zoo.train.module import SegmentationModule
 
 
 class Payload:

@@ -35,6 +35,7 @@ from amos_zoo.weights import (
     render_markdown,
     sha256_of,
 )
+from amos_zoo.weights.formats import FORMATS
 
 REPO = Path(__file__).resolve().parents[1]
 SWIN = {"feature_size": 12}
@@ -48,13 +49,22 @@ def test_weights_md_is_generated_from_the_registry():
 def test_registry_entries_are_consistent():
     assert {"swin_unetr_ssl_encoder", "swin_unetr_btcv", "unetr_btcv", "swin_unetr_btcv_bundle"} <= set(WEIGHTS)
     for entry in WEIGHTS.values():
-        assert entry.arch in MODEL_REGISTRY
-        assert entry.recipe is None or entry.recipe["name"] in RECIPES
+        assert entry.arch in MODEL_REGISTRY and entry.fmt in FORMATS
+        assert entry.card.recipe is not None and entry.card.recipe.name in RECIPES
+        assert entry.url.startswith("https://") and "drive.google.com" not in entry.url  # current direct addresses
         if entry.sha256 is None:
-            assert "not stated" in entry.hash_source or "MD5" in entry.hash_source
-        assert entry.url.startswith("https://")
+            assert ("not stated" in entry.hash_source) != (entry.md5 is not None), entry.name
+        if entry.md5 is not None:  # an MD5 is taken only from a source that states no SHA-256, and says where
+            assert entry.sha256 is None and "large_files.yml" in entry.hash_source and "model-zoo@" in entry.hash_source
+        # swin entries trained before MONAI 1.5 carry the legacy patch merging in their card
+        assert entry.card.legacy_patch_merging == (entry.arch == "swin_unetr"), entry.name
+    assert WEIGHTS["unet_spleen_bundle"].md5 == "be4fa95e236df91766147c112ee6fafd"
+    assert WEIGHTS["swin_unetr_btcv_bundle"].md5 == "50dd67a01b28a1d5487fd9ac27e682fb"
+    assert WEIGHTS["unetr_btcv"].url.endswith("/research/UNETR_model_best_acc.pth")
     with pytest.raises(ValueError, match="sha256 must be 64"):
         WeightEntry(**{**WEIGHTS["unetr_btcv"].__dict__, "name": "x", "sha256": "abc"})
+    with pytest.raises(ValueError, match="md5 must be 32"):
+        WeightEntry(**{**WEIGHTS["unetr_btcv"].__dict__, "name": "x", "md5": "abc"})
 
 
 class OldPatchMerging(PatchMerging):
@@ -297,7 +307,9 @@ def test_download_is_verified_cached_and_atomic(server, tmp_path):
         load(f"{srv.url}/unet.pt", net)
     same = create_model("unet", 1, 3, channels=(8, 16), strides=(2,), num_res_units=1)
     load(f"{srv.url}/unet.pt", same, sha256=digest)
-    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), net.state_dict().values()))
+    expected = net.state_dict()
+    assert same.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in same.state_dict().items())
     # file:// URLs and local paths: the same verification, no copy
     assert fetch((served / "unet.pt").as_uri(), digest) == served / "unet.pt"
     with pytest.raises(HashMismatchError):
@@ -305,28 +317,49 @@ def test_download_is_verified_cached_and_atomic(server, tmp_path):
 
 
 def test_registry_names_download_verify_and_refuse_unverified(server, monkeypatch, tmp_path):
+    import dataclasses
+
+    from amos_zoo.weights import md5_of
+
     srv, served = server
     net = create_model("unet", 1, 2, channels=(8, 16), strides=(2,), num_res_units=1)
     torch.save(net.state_dict(), served / "spleen.pt")
     base = WEIGHTS["unet_spleen_bundle"]
-    entry = WeightEntry(
-        **{
-            **base.__dict__,
-            "name": "test_spleen",
-            "arch_kwargs": {"channels": (8, 16), "strides": (2,), "num_res_units": 1},
-            "url": f"{srv.url}/spleen.pt",
-            "sha256": sha256_of(served / "spleen.pt"),
-            "hash_source": "test",
-            "direct_download": True,
-        }
+    card = base.card.with_(arch_kwargs={"channels": (8, 16), "strides": (2,), "num_res_units": 1})
+    entry = dataclasses.replace(
+        base,
+        name="test_spleen",
+        card=card,
+        url=f"{srv.url}/spleen.pt",
+        sha256=sha256_of(served / "spleen.pt"),
+        md5=None,
     )
     monkeypatch.setitem(WEIGHTS, "test_spleen", entry)
-    model = load("test_spleen")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values()))
+    model, report, _, _ = load_with_report("test_spleen")
+    expected = net.state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    assert report.verified == "sha256"
 
-    monkeypatch.setitem(WEIGHTS, "test_unverified", WeightEntry(**{**entry.__dict__, "sha256": None}))
+    # a source that states only an MD5 (the model-zoo bundles): verified by it, and reported as such
+    monkeypatch.setitem(
+        WEIGHTS, "test_md5", dataclasses.replace(entry, name="test_md5", sha256=None, md5=md5_of(served / "spleen.pt"))
+    )
+    _, report, _, _ = load_with_report("test_md5")
+    assert report.verified.startswith("md5 (stated by the source") and "verified: md5" in report.summary()
+    monkeypatch.setitem(
+        WEIGHTS, "test_bad_md5", dataclasses.replace(entry, name="test_bad_md5", sha256=None, md5="0" * 32)
+    )
+    with pytest.raises(HashMismatchError, match="MD5"):
+        load("test_bad_md5")
+
+    monkeypatch.setitem(
+        WEIGHTS, "test_unverified", dataclasses.replace(entry, name="test_unverified", sha256=None, md5=None)
+    )
     with pytest.raises(UnverifiedWeightsError, match="not verified.*--trust"):
         load("test_unverified")
-    assert isinstance(load("test_unverified", trust=True), torch.nn.Module)
+    _, report, _, _ = load_with_report("test_unverified", trust=True)
+    assert report.verified == "none (trusted)"
+    monkeypatch.setitem(WEIGHTS, "test_page", dataclasses.replace(entry, name="test_page", direct_download=False))
     with pytest.raises(FileNotFoundError, match="web page"):
-        load("unetr_btcv", trust=True)  # a Google Drive page: download by hand
+        load("test_page")

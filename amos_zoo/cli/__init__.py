@@ -1,1 +1,5 @@
-"""amos-zoo."""
+"""The amos-zoo command line."""
+
+from amos_zoo.cli.main import main
+
+__all__ = ["main"]

@@ -22,8 +22,9 @@ from monai.data import DataLoader, Dataset, list_data_collate
 
 from amos_zoo.data.cache import ValidatedPersistentDataset, allow_cache_types, recipe_cache_key
 from amos_zoo.data.index import DatasetIndex, load_index, select_task_cases
-from amos_zoo.data.recipes import Recipe, deterministic_transforms, get_recipe, train_transforms
+from amos_zoo.data.recipes import Recipe, get_recipe
 from amos_zoo.data.resumable import EpochSeededDataset, EpochSeededSampler
+from amos_zoo.data.transforms import deterministic_transforms, train_transforms
 
 __all__ = ["SegmentationDataModule"]
 
@@ -74,6 +75,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             run resumed mid-epoch sees the same batches as an uninterrupted one).
         spatial_dims: 3 for volumes; 2 for SA-Med2D-layout slice folders (``amos-zoo export-2d``): slices are read
             with their masks, grouped by 3D case for the validation hold-out, and cropped to a 2D ``patch_size``.
+        fold: cross-validation fold (0..num_folds-1) over every labelled case of the task (the training and the
+            validation split together, as nnU-Net Revisited evaluated AMOS), split as nnU-Net splits
+            (:func:`amos_zoo.data.folds.crossval_split`); None: the official training / validation split.
+        num_folds: number of cross-validation folds.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         modality_override: dict[str, str] | None = None,
         seed: int = 0,
         spatial_dims: int = 3,
+        fold: int | None = None,
+        num_folds: int = 5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -114,6 +121,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.spatial_dims = spatial_dims
         if spatial_dims == 2 and len(self.recipe.patch_size) != 2:
             raise ValueError(f"2D mode needs a 2D patch_size (e.g. [256, 256]); got {self.recipe.patch_size}")
+        if fold is not None and not 0 <= fold < num_folds:
+            raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
 
     # ---- facts other components link to -------------------------------------------------------------
     @property
@@ -147,6 +156,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     def patch_size(self) -> tuple[int, ...]:
         """Training patch size (also the sliding-window size)."""
         return tuple(self.recipe.patch_size)
+
+    @property
+    def recipe_settings(self) -> dict[str, Any]:
+        """The recipe as a plain dictionary (linked into the model's card by the CLI)."""
+        return self.recipe.to_dict()
 
     # ---- splits -------------------------------------------------------------------------------------
     def slice_dicts(self, stage: str) -> list[dict[str, Any]]:
@@ -191,11 +205,39 @@ class SegmentationDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate", "test"):
             self.val_ds = Dataset(self.slice_dicts("val"), transform=mt.Compose([LoadSamed2Dd()]))
 
+    @property
+    def split_kind(self) -> str:
+        """``cross-validation``, ``official`` or ``hold-out``."""
+        if self.hparams.fold is not None:
+            return "cross-validation"
+        return "official" if self.hparams.val_split in self.index.splits else "hold-out"
+
+    @property
+    def split_description(self) -> str:
+        """How training and validation cases are chosen (recorded in run rows)."""
+        if self.hparams.fold is not None:
+            return (
+                f"fold {self.hparams.fold} of {self.hparams.num_folds}-fold cross-validation over every labelled "
+                f"{self.task} case (nnU-Net's split)"
+            )
+        if self.hparams.val_split in self.index.splits:
+            return f"official: train on '{self.hparams.train_split}', evaluate on '{self.hparams.val_split}'"
+        return f"hold-out: the last {self.hparams.val_fraction:.0%} of '{self.hparams.train_split}'"
+
     def case_dicts(self, stage: str) -> list[dict[str, Any]]:
-        """Case dictionaries of the ``train`` or ``val`` stage after task selection and limits."""
+        """Case dictionaries of the ``train`` or ``val`` stage after task selection, fold and limits."""
         index = self.index
         train = select_task_cases(index, self.hparams.train_split, self.task)
-        if self.hparams.val_split in index.splits:
+        if self.hparams.fold is not None:
+            from amos_zoo.data.folds import crossval_split
+
+            labelled = [c for c in train if c.label is not None]
+            if self.hparams.val_split in index.splits:
+                labelled += [c for c in select_task_cases(index, self.hparams.val_split, self.task) if c.label]
+            by_id = {c.case_id: c for c in labelled}
+            split = crossval_split(list(by_id), self.hparams.num_folds)[self.hparams.fold]
+            train, val = [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]]
+        elif self.hparams.val_split in index.splits:
             val = select_task_cases(index, self.hparams.val_split, self.task)
         else:  # no official validation split (MSD, nnU-Net): a deterministic hold-out of the last cases
             n_val = max(1, int(round(len(train) * self.hparams.val_fraction)))

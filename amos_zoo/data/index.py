@@ -13,7 +13,16 @@ from pathlib import Path
 
 from amos_zoo.data.labels import LabelMap, amos_modality
 
-__all__ = ["CaseRecord", "DatasetIndex", "DatasetError", "TASKS", "load_index", "select_task_cases"]
+__all__ = [
+    "CaseRecord",
+    "DatasetIndex",
+    "DatasetError",
+    "TASKS",
+    "load_index",
+    "select_task_cases",
+    "case_id_from_path",
+    "modality_for",
+]
 
 _MRI_CHANNEL_NAMES = {"mri", "mr", "t1", "t1w", "t2", "t2w", "flair", "adc", "t1gd", "dwi", "pd"}
 _AMOS_ID = re.compile(r"amos_(\d+)")
@@ -85,15 +94,24 @@ def _safe_path(root: Path, rel: str, source: Path) -> Path:
     return path
 
 
-def _case_id_from_path(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
+#: file endings a case id is cut from (longest first)
+CASE_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """The case id of a file: its name without the image ending (``amos_0004.nii.gz`` -> ``amos_0004``).
+
+    The one case-id rule: the index, evaluation and prediction outputs all name cases with it.
+    """
+    name = Path(path).name
+    for ext in CASE_FILE_ENDINGS:
         if name.endswith(ext):
             return name[: -len(ext)]
-    return path.stem
+    return name
 
 
-def _modality_for(case_id: str, channel_names: list[str], override: dict[str, str] | None) -> str:
+def modality_for(case_id: str, channel_names: list[str], override: dict[str, str] | None) -> str:
+    """CT or MRI for a case: an override, else the AMOS id rule (< 500 CT), else the first channel's name."""
     if override and case_id in override:
         return override[case_id].upper().replace("MR", "MRI").replace("MRII", "MRI")
     match = _AMOS_ID.search(case_id)
@@ -162,11 +180,11 @@ def _read_entries(root, path, entries, split, channels, override) -> list[CaseRe
         images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
         image_paths = tuple(_safe_path(root, p, path) for p in images)
         label = _safe_path(root, entry["label"], path) if entry.get("label") else None
-        case_id = _case_id_from_path(image_paths[0])
+        case_id = case_id_from_path(image_paths[0])
         if case_id in seen:
             raise DatasetError(f"{path}: case {case_id!r} is listed twice in '{split}'; remove the duplicate")
         seen.add(case_id)
-        records.append(CaseRecord(case_id, image_paths, label, _modality_for(case_id, channels, override)))
+        records.append(CaseRecord(case_id, image_paths, label, modality_for(case_id, channels, override)))
     return records
 
 
@@ -182,7 +200,7 @@ def _load_nnunet(root, path, meta, labels, channels, override) -> DatasetIndex:
         for case in cases:
             imgs = tuple(folder / f"{case}_{c:04d}{ending}" for c in range(len(channels)))
             label = (root / lbl_dir / f"{case}{ending}") if lbl_dir else None
-            records.append(CaseRecord(case, imgs, label, _modality_for(case, channels, override)))
+            records.append(CaseRecord(case, imgs, label, modality_for(case, channels, override)))
         index.splits[split] = records
     return index
 

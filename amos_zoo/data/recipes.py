@@ -1,98 +1,138 @@
-"""Named preprocessing recipes and the MONAI transform chains built from them.
+"""Named preprocessing recipes, as data, and their deterministic chain as a list of transform specifications.
 
 A recipe is data: target spacing, intensity normalisation per modality, patch size, sampling and
 augmentation. The deterministic part (load, RAS orientation, resampling, normalisation, foreground
 crop) is cached to disk once; the random part (patch sampling, augmentation) runs every epoch.
+
+The deterministic part is written once, as a list of transform specifications (:func:`preprocessing_spec`):
+:func:`amos_zoo.data.transforms.deterministic_transforms` instantiates it for training and prediction, and the
+exported MONAI bundle's ``inference.json`` is rendered from the same list, so the two cannot drift. This module
+imports neither torch nor MONAI (the model card and the registries read it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+import pydoc
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import torch
-from monai import transforms as mt
-from monai.config import KeysCollection
+__all__ = ["Recipe", "RECIPES", "get_recipe", "Ref", "TransformSpec", "preprocessing_spec"]
 
-__all__ = ["Recipe", "RECIPES", "get_recipe", "ModalityNormalized", "deterministic_transforms", "train_transforms"]
+
+#: values a recipe's choice fields take
+CT_NORMALIZATIONS = ("window", "nnunet")
+CROPS = ("normalized", "nonzero", "none")
+MRI_NORMALIZATIONS = ("percentile", "zscore", "ct")
+SAMPLINGS = ("posneg", "nnunet")
+AUGMENTATIONS = ("btcv", "nnunet", "none")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Preprocessing, sampling and augmentation settings of a training recipe (spatial order x, y, z)."""
+    """Preprocessing, sampling and augmentation settings of a training protocol (spatial order x, y, z).
+
+    Attributes:
+        name: the protocol the recipe belongs to.
+        spacing: target voxel spacing in mm.
+        patch_size: training patch (and sliding window) size in voxels.
+        ct_normalization: ``window`` (clip to ``ct_window``, scale to [0, 1]) or ``nnunet`` (clip to the training
+            foreground's 0.5 / 99.5 percentiles, z-score with its mean and std: ``intensity_stats`` from the plan).
+        ct_window: HU window of ``window``.
+        mri_normalization: ``percentile`` (rescale between ``mri_percentiles`` of the case's non-zero voxels to
+            [0, 1]), ``zscore`` (per case, nnU-Net's "nonCT") or ``ct`` (the CT normalisation: the AMOS fork's quirk).
+        intensity_stats: ``(lower, upper, mean, std)`` of the training foreground (``nnunet`` CT normalisation).
+        crop_foreground: ``normalized`` (crop to the voxels above 0 after normalisation: MONAI CropForegroundd's
+            default, i.e. above the CT window's lower bound), ``nonzero`` (crop to the raw image's non-zero region
+            before normalisation, as nnU-Net) or ``none``.
+        sampling: ``posneg`` (MONAI RandCropByPosNegLabeld with ``pos`` / ``neg``) or ``nnunet`` (random crops, a
+            fraction ``oversample_foreground`` of them forced to hold foreground).
+        num_samples: crops per volume and step.
+        augmentation: ``btcv`` (flips, rot90, intensity scale/shift), ``nnunet`` (nnU-Net's spatial and intensity
+            transforms, as MONAI transforms) or ``none``.
+    """
 
     name: str
-    spacing: tuple[float, float, float]
-    patch_size: tuple[int, int, int]
+    spacing: tuple[float, ...]
+    patch_size: tuple[int, ...]
+    ct_normalization: str = "window"
     ct_window: tuple[float, float] = (-175.0, 250.0)
+    mri_normalization: str = "percentile"
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
-    crop_foreground: bool = True
+    intensity_stats: tuple[float, float, float, float] | None = None
+    crop_foreground: str = "normalized"
+    sampling: str = "posneg"
     num_samples: int = 4
     pos: float = 1.0
     neg: float = 1.0
+    oversample_foreground: float = 0.33
+    augmentation: str = "btcv"
     flip_prob: float = 0.2
     rot90_prob: float = 0.2
     intensity_prob: float = 0.1
     intensity_factor: float = 0.1
-    source: str = ""
+
+    def __post_init__(self) -> None:
+        for field_name, allowed in (
+            ("ct_normalization", CT_NORMALIZATIONS),
+            ("mri_normalization", MRI_NORMALIZATIONS),
+            ("crop_foreground", CROPS),
+            ("sampling", SAMPLINGS),
+            ("augmentation", AUGMENTATIONS),
+        ):
+            if getattr(self, field_name) not in allowed:
+                raise ValueError(
+                    f"recipe {self.name}: {field_name} must be one of {allowed}, got {getattr(self, field_name)!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (stored in checkpoints and run folders)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """Inverse of :meth:`to_dict` (lists become tuples; fields a file does not name keep their defaults)."""
+        data = {k: v for k, v in data.items() if k != "source"}  # the free-text field of checkpoints before cards
+        if isinstance(data.get("crop_foreground"), bool):  # checkpoints before cards: a flag
+            data["crop_foreground"] = "normalized" if data["crop_foreground"] else "none"
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"recipe: unknown fields {sorted(unknown)} (written by a newer amos-zoo?)")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
-RECIPES: dict[str, Recipe] = {
-    "btcv": Recipe(
-        "btcv",
-        spacing=(1.5, 1.5, 2.0),
-        patch_size=(96, 96, 96),
-        source="research-contributions Swin-UNETR/UNETR BTCV recipe: RAS, 1.5x1.5x2.0 mm, CT window -175..250 HU "
-        "-> [0, 1], crop foreground, pos/neg 1/1 crops of 96^3 x 4, flips p 0.2, rot90 p 0.2, intensity 0.1 p 0.1",
-    ),
-    "amos-nnunet": Recipe(
-        "amos-nnunet",
-        spacing=(1.5, 1.5, 2.0),
-        patch_size=(160, 160, 64),
-        num_samples=2,
-        pos=1.0,
-        neg=2.0,
-        source="AMOS authors' nnU-Net v1.7 fork: CT and CT+MR patches 64x160x160 (z, y, x); Adam 3e-4. Spacing, "
-        "sampling ratio (nnU-Net oversamples foreground 1/3) and augmentation follow this project's pipeline",
-    ),
-    "amos-mr-nnunet": Recipe(
-        "amos-mr-nnunet",
-        spacing=(1.5, 1.5, 2.0),
-        patch_size=(224, 160, 48),
-        num_samples=2,
-        pos=1.0,
-        neg=2.0,
-        source="AMOS authors' nnU-Net v1.7 fork: MR patches 48x160x224 (z, y, x)",
-    ),
-    "quickstart": Recipe(
-        "quickstart",
-        spacing=(3.5, 3.5, 5.0),
-        patch_size=(64, 64, 32),
-        num_samples=2,
-        flip_prob=0.0,
-        rot90_prob=0.0,
-        source="amos-zoo synthetic phantoms: their native resolution, patches that fit a CPU. Flips and rotations "
-        "are off: left and right organs (kidneys, adrenal glands) are told apart by side",
-    ),
-    "tiny": Recipe(
-        "tiny",
-        spacing=(7.0, 7.0, 10.0),
-        patch_size=(32, 32, 16),
-        num_samples=1,
-        flip_prob=0.0,
-        rot90_prob=0.0,
-        source="amos-zoo test recipe: coarse grid for fast CPU tests",
-    ),
-}
+
+class _RecipeTable(Mapping[str, Recipe]):
+    """Every protocol card's recipe, by protocol name (read from the cards on first use)."""
+
+    def _table(self) -> dict[str, Recipe]:
+        from amos_zoo.protocols import list_protocols
+
+        table = getattr(self, "_cache", None)
+        if table is None:
+            table = {}
+            for p in list_protocols():
+                values = p.values("recipe")
+                if values:
+                    table[p.name] = Recipe.from_dict({"name": p.name, **values})
+            self._cache = table
+        return table
+
+    def __getitem__(self, name: str) -> Recipe:
+        return self._table()[name]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+#: protocol name -> its recipe (``amos_zoo/protocols/*.yaml``)
+RECIPES: Mapping[str, Recipe] = _RecipeTable()
 
 
 def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
-    """A recipe by name, with fields replaced by non-None ``overrides``."""
+    """A recipe by protocol name (or a Recipe), with fields replaced by non-None ``overrides``."""
     recipe = name if isinstance(name, Recipe) else RECIPES.get(name)
     if recipe is None:
         raise KeyError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
@@ -100,102 +140,82 @@ def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
     return replace(recipe, **changes) if changes else recipe
 
 
-def _positive(x: torch.Tensor) -> torch.Tensor:
-    return x > 0
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a Python object by its dotted path, in a transform specification (``torch.float32``)."""
+
+    path: str
+
+    def resolve(self) -> Any:
+        """The object itself."""
+        obj = pydoc.locate(self.path)
+        if obj is None:
+            raise ImportError(f"cannot locate {self.path}")
+        return obj
 
 
-class ModalityNormalized(mt.MapTransform):
-    """Intensity normalisation chosen per case by its ``modality`` entry.
+@dataclass(frozen=True)
+class TransformSpec:
+    """One transform of a chain: its class's dotted path and keyword arguments (values may be :class:`Ref`)."""
 
-    CT: clip to the HU window and scale to [0, 1]. MRI: the window is the [lower, upper] percentile of
-    the non-zero voxels of the case, scaled to [0, 1] and clipped. An MRI is never CT-windowed.
-    """
+    target: str
+    kwargs: dict[str, Any]
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        ct_window: Sequence[float],
-        mri_percentiles: Sequence[float],
-        modality_key: str = "modality",
-    ) -> None:
-        super().__init__(keys)
-        self.ct = mt.ScaleIntensityRange(ct_window[0], ct_window[1], 0.0, 1.0, clip=True)
-        self.mri_percentiles = tuple(mri_percentiles)
-        self.modality_key = modality_key
-
-    def _mri(self, img: torch.Tensor) -> torch.Tensor:
-        out = img.clone()
-        for c in range(img.shape[0]):
-            chan = img[c]
-            values = chan[chan > 0]
-            if values.numel() == 0:
-                continue
-            lo, hi = torch.quantile(
-                values.float()[:: max(1, values.numel() // 1_000_000)],
-                torch.tensor([p / 100 for p in self.mri_percentiles]),
-            )
-            out[c] = ((chan - lo) / max(float(hi - lo), 1e-6)).clamp(0.0, 1.0)
-        return out
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        modality = str(d.get(self.modality_key, "CT")).upper()
-        if modality not in ("CT", "MRI"):
-            raise ValueError(f"case {d.get('case_id', '?')}: modality must be CT or MRI, got {modality!r}")
-        for key in self.key_iterator(d):
-            img = d[key].float() if isinstance(d[key], torch.Tensor) else torch.as_tensor(d[key]).float()
-            d[key] = self.ct(img) if modality == "CT" else self._mri(img)
-        return d
+    def instantiate(self) -> Any:
+        """The transform object."""
+        args = {k: v.resolve() if isinstance(v, Ref) else v for k, v in self.kwargs.items()}
+        return Ref(self.target).resolve()(**args)
 
 
-def deterministic_transforms(recipe: Recipe, keys: Sequence[str] = ("image", "label"), load: bool = True) -> list:
-    """Load (NIfTI via nibabel), orient to RAS, resample, normalise and crop: cacheable.
+def preprocessing_spec(
+    recipe: Recipe, keys: Sequence[str] = ("image", "label"), load: bool = True
+) -> list[TransformSpec]:
+    """The recipe's deterministic chain as data: load (NIfTI via nibabel), orient to RAS, resample, normalise by
+    modality (the case's ``modality`` entry), crop the foreground; labels become uint8.
 
     With ``load=False`` the chain starts from already loaded channel-first MetaTensors.
     """
     keys = list(keys)
     has_label = "label" in keys
     modes = ["bilinear", "nearest"] if has_label else ["bilinear"]
-    chain: list = (
-        [mt.LoadImaged(keys, reader="NibabelReader", ensure_channel_first=True, image_only=True)] if load else []
-    )
+    monai = "monai.transforms."
+    chain: list[TransformSpec] = []
+    if load:
+        chain.append(
+            TransformSpec(
+                monai + "LoadImaged",
+                {"keys": keys, "reader": "NibabelReader", "ensure_channel_first": True, "image_only": True},
+            )
+        )
+    crop = {"keys": keys, "source_key": "image", "allow_smaller": True}
     chain += [
-        mt.EnsureTyped(keys, dtype=torch.float32, track_meta=True),
-        mt.Orientationd(keys, axcodes="RAS"),
-        mt.Spacingd(keys, pixdim=recipe.spacing, mode=modes),
-        ModalityNormalized(["image"], recipe.ct_window, recipe.mri_percentiles),
+        TransformSpec(monai + "EnsureTyped", {"keys": keys, "dtype": Ref("torch.float32"), "track_meta": True}),
+        TransformSpec(monai + "Orientationd", {"keys": keys, "axcodes": "RAS"}),
+        TransformSpec(monai + "Spacingd", {"keys": keys, "pixdim": list(recipe.spacing), "mode": modes}),
     ]
-    if recipe.crop_foreground:
-        chain.append(mt.CropForegroundd(keys, source_key="image", select_fn=_positive, allow_smaller=True))
+    if recipe.crop_foreground == "nonzero":
+        chain.append(
+            TransformSpec(monai + "CropForegroundd", {**crop, "select_fn": Ref("amos_zoo.data.transforms.nonzero")})
+        )
+    chain.append(
+        TransformSpec(
+            "amos_zoo.data.transforms.ModalityNormalized",
+            {
+                "keys": ["image"],
+                "ct_normalization": recipe.ct_normalization,
+                "ct_window": list(recipe.ct_window),
+                "mri_normalization": recipe.mri_normalization,
+                "mri_percentiles": list(recipe.mri_percentiles),
+                "intensity_stats": None if recipe.intensity_stats is None else list(recipe.intensity_stats),
+            },
+        )
+    )
+    if recipe.crop_foreground == "normalized":
+        chain.append(
+            TransformSpec(monai + "CropForegroundd", {**crop, "select_fn": Ref("amos_zoo.data.transforms.positive")})
+        )
     if has_label:
-        chain.append(mt.EnsureTyped(["label"], dtype=torch.uint8, track_meta=True))
-    return chain
-
-
-def train_transforms(recipe: Recipe) -> list:
-    """Random patch sampling and augmentation of the recipe (after the cached part)."""
-    keys = ["image", "label"]
-    chain: list = [
-        mt.EnsureTyped(["label"], dtype=torch.float32, track_meta=True),
-        mt.SpatialPadd(keys, spatial_size=recipe.patch_size),
-        mt.RandCropByPosNegLabeld(
-            keys,
-            label_key="label",
-            spatial_size=recipe.patch_size,
-            pos=recipe.pos,
-            neg=recipe.neg,
-            num_samples=recipe.num_samples,
-            image_key="image",
-            image_threshold=0,
-        ),
-    ]
-    if recipe.flip_prob > 0:
-        chain += [mt.RandFlipd(keys, prob=recipe.flip_prob, spatial_axis=axis) for axis in range(3)]
-    if recipe.rot90_prob > 0 and recipe.patch_size[0] == recipe.patch_size[1]:  # keep batch shapes equal
-        chain.append(mt.RandRotate90d(keys, prob=recipe.rot90_prob, max_k=3, spatial_axes=(0, 1)))
-    if recipe.intensity_prob > 0:
-        chain += [
-            mt.RandScaleIntensityd("image", factors=recipe.intensity_factor, prob=recipe.intensity_prob),
-            mt.RandShiftIntensityd("image", offsets=recipe.intensity_factor, prob=recipe.intensity_prob),
-        ]
+        chain.append(
+            TransformSpec(monai + "EnsureTyped", {"keys": ["label"], "dtype": Ref("torch.uint8"), "track_meta": True})
+        )
     return chain

@@ -11,50 +11,26 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from amos_zoo.data.index import case_id_from_path, modality_for
 from amos_zoo.data.labels import AMOS_LABELS, LabelMap
+from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import METRICS, evaluate_case
 from amos_zoo.metrics.tolerances import get_tolerances
 from amos_zoo.parallel import map_with_progress
 
-__all__ = ["CaseResult", "evaluate_pair", "evaluate_folders", "summarise", "GeometryMismatchError"]
+__all__ = ["CaseResult", "evaluate_pair", "evaluate_folders", "summarise", "GeometryMismatchError", "markdown_table"]
 
 _NII = (".nii.gz", ".nii")
 
 
 class GeometryMismatchError(ValueError):
     """Prediction and reference do not share a voxel grid."""
-
-
-@dataclass
-class CaseResult:
-    """Metrics of one case: label id -> metric -> value."""
-
-    case_id: str
-    modality: str
-    values: dict[int, dict[str, float]]
-    missing_prediction: bool = False
-
-
-def _case_id(path: Path) -> str:
-    name = path.name
-    for ext in _NII:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-def _modality(case_id: str, override: dict[str, str] | None) -> str:
-    from amos_zoo.data.index import _modality_for
-
-    return _modality_for(case_id, ["CT"], override)
 
 
 def evaluate_pair(
@@ -92,7 +68,7 @@ def evaluate_pair(
     values = evaluate_case(
         gt, pred, spacing, label_ids, tolerance=tolerance, metrics=metrics, empty_policy=empty_policy
     )
-    return CaseResult(_case_id(Path(gt_path)), modality, values, missing_prediction=pred_path is None)
+    return CaseResult(case_id_from_path(gt_path), modality, values, missing_prediction=pred_path is None)
 
 
 def _as_labels(arr: np.ndarray, path) -> np.ndarray:
@@ -148,17 +124,18 @@ def evaluate_folders(
     gts = sorted(p for p in gt_dir.iterdir() if p.name.endswith(_NII) and not p.name.startswith("."))
     if case_ids is not None:
         wanted = set(case_ids)
-        gts = [g for g in gts if _case_id(g) in wanted]
+        gts = [g for g in gts if case_id_from_path(g) in wanted]
     if not gts:
         raise FileNotFoundError(f"{gt_dir}: no reference NIfTI files (*.nii.gz) to evaluate")
-    preds = {_case_id(p): p for p in pred_dir.iterdir() if p.name.endswith(_NII) and not p.name.startswith(".")}
+    preds = {
+        case_id_from_path(p): p for p in pred_dir.iterdir() if p.name.endswith(_NII) and not p.name.startswith(".")
+    }
     kwargs = {"tolerance": tolerance, "metrics": tuple(metrics), "empty_policy": empty_policy}
     jobs = []
     for g in gts:
-        cid = _case_id(g)
-        jobs.append(
-            (preds.get(cid), g, labels.foreground_ids, {**kwargs, "modality": _modality(cid, modality_override)})
-        )
+        cid = case_id_from_path(g)
+        modality = modality_for(cid, ["CT"], modality_override)
+        jobs.append((preds.get(cid), g, labels.foreground_ids, {**kwargs, "modality": modality}))
     results: list[CaseResult] = list(map_with_progress(_job, jobs, workers, "evaluate", progress))
     summary = summarise(results, labels, metrics, tolerance)
     if out_dir is not None:
@@ -166,48 +143,13 @@ def evaluate_folders(
     return summary
 
 
-def _mean(values: list[float]) -> float | None:
-    vals = [v for v in values if not math.isnan(v)]
-    return float(np.mean(vals)) if vals else None
-
-
 def summarise(results: Sequence[CaseResult], labels: LabelMap, metrics: Sequence[str], tolerance="uniform-2mm") -> dict:
-    """Aggregate per organ, per modality and overall.
-
-    ``overall[metric]`` is the mean over organs of the per-organ mean over cases (how the AMOS tables
-    report mDSC / mNSD); ``pooled[metric]`` the mean over every scored (case, organ) pair. Pairs left
-    out by the ``ignore`` policy are counted under ``excluded``.
-    """
-    ids = labels.foreground_ids
+    """Aggregate per organ, per modality and overall with the one accumulator (:mod:`amos_zoo.metrics.aggregate`)."""
     tol = get_tolerances(tolerance)
-
-    def block(rs: Sequence[CaseResult]) -> dict:
-        per_organ = {}
-        for lid in ids:
-            entry = {}
-            for m in metrics:
-                vals = [r.values[lid][m] for r in rs]
-                entry[m] = _mean(vals)
-                entry[f"{m}_n"] = sum(not math.isnan(v) for v in vals)
-            per_organ[labels.display_name(lid)] = entry
-        overall = {}
-        for m in metrics:
-            organ_means = [per_organ[labels.display_name(lid)][m] for lid in ids]
-            organ_means = [v for v in organ_means if v is not None]
-            overall[m] = float(np.mean(organ_means)) if organ_means else None
-        pooled = {m: _mean([r.values[lid][m] for r in rs for lid in ids]) for m in metrics}
-        excluded = sum(math.isnan(r.values[lid][metrics[0]]) for r in rs for lid in ids)
-        return {"cases": len(rs), "per_organ": per_organ, "overall": overall, "pooled": pooled, "excluded": excluded}
-
-    modalities = sorted({r.modality for r in results})
-    return {
-        "tolerance": {"preset": tol.name, "source": tol.source, "verified": tol.verified},
-        "metrics": list(metrics),
-        "all": block(results),
-        "per_modality": {mod: block([r for r in results if r.modality == mod]) for mod in modalities},
-        "per_case": {r.case_id: {m: _mean([r.values[lid][m] for lid in ids]) for m in metrics} for r in results},
-        "missing_predictions": [r.case_id for r in results if r.missing_prediction],
-    }
+    acc = MetricAccumulator(labels.display_names, metrics)
+    for r in results:
+        acc.add(r)
+    return acc.summary({"preset": tol.name, "source": tol.source, "verified": tol.verified})
 
 
 def markdown_table(summary: dict, labels: LabelMap, metrics: Sequence[str]) -> str:

@@ -1,29 +1,36 @@
 """The model registry: one place that knows how to build each baseline from MONAI's networks.
 
 ``create_model(name, in_channels=1, out_channels=16, **overrides)`` builds a network with its recipe
-hyperparameters (REFERENCE.md); ``list_models()`` describes each one. MONAI's networks are wrapped,
-never forked.
+hyperparameters; ``build_network(card)`` builds the network a :class:`~amos_zoo.card.ModelCard` describes;
+``list_models()`` describes each one from stored facts (no network is built, so listing is instant; a test
+recounts every stored parameter count). MONAI's networks are wrapped, never forked. Nothing here imports torch
+until a network is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+    from amos_zoo.card import ModelCard
 
 __all__ = [
     "ModelSpec",
     "MODEL_REGISTRY",
     "register_model",
     "create_model",
+    "build_network",
     "list_models",
     "count_parameters",
     "encoder_keys",
     "head_keys",
     "head_class_dims",
     "with_patch_size",
+    "check_patch_size",
 ]
 
 
@@ -42,6 +49,9 @@ class ModelSpec:
     fixed_size_arg: str | None = None
     published_params: float | None = None  # millions, with the defaults (in 1, out as in the source)
     published_params_setting: dict[str, Any] = field(default_factory=dict)
+    #: trainable parameters with ``published_params_setting`` (or the defaults), as counted by amos-zoo; stored so
+    #: that listing builds no network (tests/test_models.py recounts it)
+    params: int | None = None
     #: which state-dict keys belong to the encoder (contracting path), for fine-tuning and load checks
     is_encoder_key: Callable[[str], bool] = lambda key: False
 
@@ -82,10 +92,6 @@ def _swin_unetr(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw
     from monai.networks.nets import SwinUNETR
 
     kw.pop("img_size", None)  # MONAI >= 1.5 no longer takes img_size; sides must be divisible by 32
-    if kw.get("downsample") == "merging_legacy":  # checkpoints trained before MONAI 1.5 (see swin_legacy.py)
-        from amos_zoo.models.swin_legacy import LegacyPatchMerging
-
-        kw["downsample"] = LegacyPatchMerging
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **kw)
 
 
@@ -147,6 +153,7 @@ register_model(
         divisor=16,
         published_params=19.2,
         published_params_setting={"in_channels": 1, "out_channels": 16},
+        params=19_247_953,
         is_encoder_key=_unet_is_encoder,
     )
 )
@@ -171,6 +178,7 @@ register_model(
         fixed_size_arg="img_size",
         published_params=92.8,
         published_params_setting={"in_channels": 1, "out_channels": 14},
+        params=92_802_478,
         is_encoder_key=_prefixes("vit."),
     )
 )
@@ -184,6 +192,7 @@ register_model(
         divisor=32,
         published_params=62.2,
         published_params_setting={"in_channels": 1, "out_channels": 14},
+        params=62_187_296,
         is_encoder_key=_prefixes("swinViT."),
     )
 )
@@ -197,6 +206,7 @@ register_model(
         divisor=16,
         published_params=45.7,
         published_params_setting={"in_channels": 1, "out_channels": 16},
+        params=45_654_192,
         is_encoder_key=_prefixes("in_tr.", "down_tr"),
     )
 )
@@ -208,6 +218,7 @@ register_model(
         "MONAI DynUNet configured like nnU-Net 3d_fullres",
         "Isensee et al. 2021 (nnU-Net) 3d_fullres topology: 6 stages, 32..320 filters",
         divisor=32,
+        params=30_772_592,
         is_encoder_key=_prefixes("input_block.", "downsamples.", "bottleneck."),
     )
 )
@@ -221,6 +232,7 @@ register_model(
         "2D U-Net over a timm encoder (features_only), e.g. resnet18/34, efficientnet",
         "amos-zoo: MONAI convolution blocks over timm's feature pyramid; ImageNet weights with pretrained=True",
         divisor=32,
+        params=14_321_072,
         is_encoder_key=_prefixes("encoder."),
     )
 )
@@ -240,6 +252,23 @@ def create_model(name: str, in_channels: int = 1, out_channels: int = 16, **over
     spec = MODEL_REGISTRY[name]
     args = {**spec.defaults, **overrides}
     return spec.builder(in_channels, out_channels, **args)
+
+
+def build_network(card: ModelCard, num_classes: int | None = None) -> nn.Module:
+    """The network a model card describes (freshly initialised): the one place a card becomes a network.
+
+    ``num_classes`` replaces the card's class count (an encoder-only card has none). A card with
+    ``legacy_patch_merging`` gets MONAI < 1.5's Swin-UNETR patch merging (:mod:`amos_zoo.models.swin_legacy`).
+    """
+    classes = num_classes or card.num_classes
+    if classes is None:
+        raise ValueError(f"the {card.arch} card is encoder-only: say how many classes the network should output")
+    kwargs = card.network_kwargs
+    if card.legacy_patch_merging:
+        from amos_zoo.models.swin_legacy import LegacyPatchMerging
+
+        kwargs["downsample"] = LegacyPatchMerging
+    return create_model(card.arch, card.in_channels, classes, **kwargs)
 
 
 def with_patch_size(name: str, overrides: dict[str, Any] | None, patch_size) -> dict[str, Any]:
@@ -289,12 +318,14 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def list_models() -> list[dict[str, Any]]:
-    """One row per registered model: name, published parameter count, constraints, description."""
+    """One row per registered model from stored facts (nothing is built): name, parameter counts (amos-zoo's
+    count and the published one, in millions), constraints, description and source."""
     rows = []
     for spec in MODEL_REGISTRY.values():
         rows.append(
             {
                 "name": spec.name,
+                "params_M": None if spec.params is None else round(spec.params / 1e6, 1),
                 "params_published_M": spec.published_params,
                 "constraints": spec.constraints(),
                 "description": spec.description,

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["cache_dir", "sha256_of", "fetch", "HashMismatchError"]
+__all__ = ["cache_dir", "sha256_of", "md5_of", "fetch", "HashMismatchError"]
 
 
 class HashMismatchError(ValueError):
@@ -27,55 +27,67 @@ def cache_dir() -> Path:
     return Path(root) / "weights"
 
 
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (streamed)."""
-    digest = hashlib.sha256()
+def _digest(path: str | Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
 
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file (streamed)."""
+    return _digest(path, "sha256")
+
+
+def md5_of(path: str | Path) -> str:
+    """Hex MD5 of a file (streamed): only for sources that state nothing stronger."""
+    return _digest(path, "md5")
+
+
 def _is_url(source: str) -> bool:
     return urlparse(source).scheme in ("http", "https", "file")
 
 
-def fetch(source: str | Path, sha256: str | None = None, *, progress: bool = True) -> Path:
-    """A local path for ``source`` (path, file:// or http(s) URL), verified against ``sha256`` when given.
+def fetch(source: str | Path, sha256: str | None = None, *, md5: str | None = None, progress: bool = True) -> Path:
+    """A local path for ``source`` (path, file:// or http(s) URL), verified against ``sha256`` (or, only where a
+    source states nothing stronger, ``md5``) when given.
 
     HTTP(S) files are downloaded once into :func:`cache_dir` (atomically, with a progress bar); later calls
     reuse the cached file after checking its hash (a corrupted cache entry is downloaded again).
 
     Raises:
         FileNotFoundError: a local path or file:// URL that does not exist.
-        HashMismatchError: the file's SHA-256 differs from ``sha256``.
+        HashMismatchError: the file's digest differs from the expected one.
     """
     source = str(source)
-    sha256 = sha256.lower() if sha256 else None
+    algorithm, expected = ("sha256", sha256.lower()) if sha256 else ("md5", md5.lower()) if md5 else (None, None)
     parsed = urlparse(source)
     if parsed.scheme in ("http", "https"):
-        return _download(source, sha256, progress)
+        return _download(source, algorithm, expected, progress)
     path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{source}: weights file not found")
-    if sha256 is not None and path.is_file():
-        actual = sha256_of(path)
-        if actual != sha256:
-            raise HashMismatchError(f"{source}: SHA-256 is {actual}, expected {sha256}; the file is not the one named")
+    if expected is not None and path.is_file():
+        actual = _digest(path, algorithm)
+        if actual != expected:
+            raise HashMismatchError(
+                f"{source}: {algorithm.upper()} is {actual}, expected {expected}; the file is not the one named"
+            )
     return path
 
 
-def _download(url: str, sha256: str | None, progress: bool) -> Path:
+def _download(url: str, algorithm: str | None, expected: str | None, progress: bool) -> Path:
     import pooch
 
     name = Path(unquote(urlparse(url).path)).name or "weights.bin"
-    fname = f"{sha256[:16]}-{name}" if sha256 else name
+    fname = f"{expected[:16]}-{name}" if expected else name
     target_dir = cache_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
     try:
         path = pooch.retrieve(
             url,
-            known_hash=f"sha256:{sha256}" if sha256 else None,
+            known_hash=f"{algorithm}:{expected}" if expected else None,
             fname=fname,
             path=target_dir,
             downloader=pooch.HTTPDownloader(progressbar=progress, timeout=60),
@@ -83,8 +95,8 @@ def _download(url: str, sha256: str | None, progress: bool) -> Path:
     except ValueError as err:  # pooch's hash mismatch; its temporary file is already gone
         if "hash" in str(err).lower():
             raise HashMismatchError(
-                f"{url}: the downloaded file's SHA-256 differs from {sha256}; nothing was kept in {target_dir}. "
-                "The file at this address changed or the download was tampered with."
+                f"{url}: the downloaded file's {algorithm.upper()} differs from {expected}; nothing was kept in "
+                f"{target_dir}. The file at this address changed or the download was tampered with."
             ) from err
         raise
     return Path(path)

@@ -1,33 +1,44 @@
-"""``amos_zoo.weights.load``: weights from a registry name, a path or a URL into a model, with a load report."""
+"""Loading weights: from a registry name, a path or a URL into a network, with a load report.
+
+``load(source, model=None)`` fills a network; ``load_model(source)`` returns a network ready to segment scans
+together with its :class:`~amos_zoo.card.ModelCard`. What network a file fits, which preprocessing it expects and
+whether it needs Swin-UNETR's pre-1.5 patch merging all come from one card: the registry entry's, else the one
+the file carries (:func:`amos_zoo.weights.formats.card_of`).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import torch
-from torch import nn
-
-from amos_zoo.models.registry import create_model, encoder_keys, with_patch_size
+from amos_zoo.card import ModelCard
+from amos_zoo.models.registry import encoder_keys
 from amos_zoo.weights.download import fetch
-from amos_zoo.weights.formats import RawWeights, bundle_network, read_weights_file, to_model_keys
+from amos_zoo.weights.formats import RawWeights, card_of, is_encoder_only, predates_monai_1_5, read_weights_file
+from amos_zoo.weights.formats import to_model_keys as _to_model_keys
 from amos_zoo.weights.registry import WEIGHTS, WeightEntry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "LoadReport",
     "WeightsLoadError",
     "UnverifiedWeightsError",
     "load",
+    "load_weights",
+    "load_model",
+    "save_checkpoint",
     "load_with_report",
     "load_state_into",
     "resolve",
     "apply_weights",
-    "file_labels",
+    "file_card",
     "transfer_head",
-    "arch_of",
     "use_legacy_patch_merging",
 ]
 
@@ -44,7 +55,7 @@ class UnverifiedWeightsError(ValueError):
 
 @dataclass
 class LoadReport:
-    """What a load did, tensor by tensor."""
+    """What a load did, tensor by tensor, and how the file was verified."""
 
     source: str
     fmt: str
@@ -53,9 +64,10 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
     legacy_patch_merging: bool = False
+    verified: str = "local file"
 
     def summary(self) -> str:
-        """One line for logs and the CLI."""
+        """One line for logs and the command line."""
         total = len(self.loaded) + len(self.missing) + len(self.reinitialised)
         text = f"{self.source} ({self.fmt}): loaded {len(self.loaded)} of {total} tensors"
         if self.reinitialised:
@@ -63,13 +75,7 @@ class LoadReport:
         text += f", missing {len(self.missing)}, unexpected {len(self.unexpected)}"
         if self.legacy_patch_merging:
             text += "; legacy (MONAI < 1.5) Swin patch merging"
-        return text
-
-
-def arch_of(model: nn.Module) -> str | None:
-    """Registry name of a MONAI network instance (None for other modules)."""
-    names = {"UNet": "unet", "UNETR": "unetr", "SwinUNETR": "swin_unetr", "VNet": "vnet", "DynUNet": "dynunet"}
-    return names.get(type(model).__name__)
+        return text + f"; verified: {self.verified}"
 
 
 def use_legacy_patch_merging(model: nn.Module) -> int:
@@ -130,7 +136,7 @@ def load_state_into(
         raise WeightsLoadError(
             f"{source}: {len(clashes)} tensors have other shapes than the model's ({'; '.join(clashes[:3])}). "
             "The file was trained with other network arguments or another label set; to fine-tune to a new label "
-            "set, re-initialise the head (reinit_head=True / amos-zoo finetune)."
+            "set, re-initialise the head (reinit_head=True / fit --model.pretrained)."
         )
     reinit_keys = set(reinit) | {c.split(" ", 1)[0] for c in clashes}
     report.loaded = sorted(to_load)
@@ -152,24 +158,16 @@ def load_state_into(
     return report
 
 
-def _monai_before_1_5(version: str | None) -> bool:
-    if not version:
-        return False
-    try:
-        major, minor = (int(p) for p in str(version).split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) < (1, 5)
-
-
 def resolve(
     source: str | Path, sha256: str | None = None, trust: bool = False, progress: bool = True
-) -> tuple[Path, WeightEntry | None]:
-    """The local file for a registry name, path or URL (downloaded and verified), and its registry entry."""
+) -> tuple[Path, WeightEntry | None, str]:
+    """The local file for a registry name, path or URL (downloaded and verified), its registry entry, and how it
+    was verified (``sha256``, ``md5 (stated by the source)``, ``none (trusted)`` or ``local file``)."""
     entry = WEIGHTS.get(str(source))
     if entry is not None:
         sha = sha256 or entry.sha256
-        if sha is None and not trust:
+        md5 = None if sha else entry.md5  # an MD5 only where no SHA-256 is known
+        if sha is None and md5 is None and not trust:
             raise UnverifiedWeightsError(
                 f"weights {entry.name!r} are not verified: {entry.hash_source}. Pass trust=True (--trust) if you "
                 f"trust {entry.url}, or sha256=... (--sha256) with a hash you checked."
@@ -179,43 +177,72 @@ def resolve(
                 f"weights {entry.name!r} are published on a web page, not as a direct download: open {entry.url}, "
                 "download the file, then pass its path (and --sha256 HASH or --trust)."
             )
-        return fetch(entry.url, sha, progress=progress), entry
-    if urlparse(str(source)).scheme in ("http", "https") and sha256 is None and not trust:
+        how = "sha256" if sha else "md5 (stated by the source; no SHA-256 published)" if md5 else "none (trusted)"
+        return fetch(entry.url, sha, md5=md5, progress=progress), entry, how
+    remote = urlparse(str(source)).scheme in ("http", "https")
+    if remote and sha256 is None and not trust:
         raise UnverifiedWeightsError(
             f"{source}: a download needs a SHA-256 to verify (sha256=..., --sha256) or an explicit trust=True (--trust)"
         )
-    return fetch(source, sha256, progress=progress), None
+    how = "sha256" if sha256 else "none (trusted)" if remote else "local file"
+    return fetch(source, sha256, progress=progress), None, how
 
 
-def _build(raw: RawWeights, entry: WeightEntry | None, num_classes: int | None) -> tuple[nn.Module, str, dict, bool]:
-    """A fresh network for the file: (model, arch, kwargs, legacy merging)."""
-    if entry is not None:
-        classes = num_classes or entry.num_classes
-        if classes is None:
-            raise ValueError(f"weights {entry.name!r} hold only an encoder: pass num_classes= (or model=)")
-        return (
-            create_model(entry.arch, entry.in_channels, classes, **entry.model_kwargs),
-            entry.arch,
-            entry.model_kwargs,
-            entry.legacy_patch_merging,
-        )
-    if raw.fmt == "lightning":
-        hp = raw.meta["hyper_parameters"]
-        arch = hp["arch"]
-        kwargs = with_patch_size(arch, hp.get("arch_kwargs"), hp.get("roi_size"))
-        legacy = kwargs.get("downsample") == "merging_legacy"
-        model = create_model(arch, hp.get("in_channels", 1), num_classes or hp["num_classes"], **kwargs)
-        return model, arch, kwargs, legacy
-    if raw.fmt == "bundle":
-        arch, cin, cout, kwargs = bundle_network(raw)
-        legacy = arch == "swin_unetr" and _monai_before_1_5(raw.meta["metadata"].get("monai_version"))
-        if legacy:
-            kwargs["downsample"] = "merging_legacy"
-        return create_model(arch, cin, num_classes or cout, **kwargs), arch, kwargs, legacy
-    raise ValueError(
-        f"a {raw.fmt} file does not say which network it fits: pass model= (or use a registry name, "
-        "`amos-zoo weights` lists them)"
+def file_card(raw: RawWeights, entry: WeightEntry | None) -> ModelCard | None:
+    """The card of the network a file fits: the registry entry's, else what the file says (None: nothing)."""
+    return entry.card if entry is not None else card_of(raw)
+
+
+def _legacy(raw: RawWeights, card: ModelCard | None, arch: str | None) -> bool:
+    if arch != "swin_unetr":
+        return False
+    if card is not None and (card.legacy_patch_merging or raw.fmt in ("lightning", "bundle")):
+        return card.legacy_patch_merging
+    return predates_monai_1_5(raw)
+
+
+def _arch_of(model: nn.Module) -> str | None:
+    names = {"UNet": "unet", "UNETR": "unetr", "SwinUNETR": "swin_unetr", "VNet": "vnet", "DynUNet": "dynunet"}
+    return names.get(type(model).__name__)
+
+
+def apply_weights(
+    model: nn.Module,
+    raw: RawWeights,
+    card: ModelCard | None = None,
+    *,
+    source: str = "",
+    reinit: set[str] | frozenset[str] = frozenset(),
+    reinit_head: bool = False,
+    legacy_patch_merging: bool | None = None,
+) -> LoadReport:
+    """Put the tensors of ``raw`` into ``model`` (which it fits), switching a Swin-UNETR to the pre-1.5 patch
+    merging when the card (or, without one, the file's age) says so, and requiring the whole network (or, for
+    encoder-only files, the whole encoder)."""
+    arch = _arch_of(model) or (card.arch if card is not None else None)
+    legacy = _legacy(raw, card, arch) if legacy_patch_merging is None else legacy_patch_merging and arch == "swin_unetr"
+    if legacy:
+        use_legacy_patch_merging(model)
+    state, file_only = _to_model_keys(raw)
+    encoder_only = is_encoder_only(raw) or (card is not None and card.labels is None)
+    required = None
+    if encoder_only:
+        if arch is None:
+            raise ValueError(f"{source}: an encoder-only file needs a registered network (got {type(model).__name__})")
+        required = encoder_keys(arch, model)
+    report = load_state_into(
+        model,
+        state,
+        source=source,
+        fmt=raw.fmt,
+        required=required,
+        reinit=reinit,
+        allow_reinit_mismatched=reinit_head,
+        file_only_keys=file_only,
     )
+    report.legacy_patch_merging = legacy
+    log.info(report.summary())
+    return report
 
 
 def transfer_head(
@@ -230,6 +257,8 @@ def transfer_head(
     AMOS model), and only new classes start from scratch. Returns the keys that were (partly) copied.
     """
     import itertools
+
+    import torch
 
     pairs = sorted(class_map.items())
     target = model.state_dict()
@@ -254,71 +283,6 @@ def transfer_head(
     return done
 
 
-def file_labels(raw: RawWeights, entry: WeightEntry | None) -> dict[int, str] | None:
-    """The label map a file's output channels stand for, when the file or its registry entry says."""
-    if entry is not None:
-        return entry.labels
-    if raw.fmt == "lightning":
-        stored = raw.meta.get("amos_zoo", {}).get("labels")
-        if stored:
-            return {int(k): v for k, v in stored.items()}
-        names = raw.meta["hyper_parameters"].get("label_names")
-        return {0: "background", **{int(k): v for k, v in names.items()}} if names else None
-    if raw.fmt == "bundle":
-        pred = raw.meta["metadata"].get("network_data_format", {}).get("outputs", {}).get("pred", {})
-        channels = pred.get("channel_def")
-        return {int(k): v for k, v in channels.items()} if channels else None
-    return None
-
-
-def apply_weights(
-    model: nn.Module,
-    raw: RawWeights,
-    entry: WeightEntry | None = None,
-    *,
-    source: str = "",
-    reinit: set[str] | frozenset[str] = frozenset(),
-    reinit_head: bool = False,
-    legacy_patch_merging: bool | None = None,
-) -> LoadReport:
-    """Put the tensors of ``raw`` into ``model`` (which it fits), switching to legacy Swin merging when the file
-    predates MONAI 1.5, and requiring the whole network (or, for encoder-only files, the whole encoder)."""
-    arch = arch_of(model)
-    legacy = bool(entry.legacy_patch_merging) if entry is not None else False
-    if entry is None:
-        if raw.fmt in ("research-contributions", "ssl-swinvit", "ssl-monai-filter"):
-            legacy = True  # these layouts all predate MONAI 1.5
-        elif raw.fmt == "bundle":
-            legacy = _monai_before_1_5(raw.meta["metadata"].get("monai_version"))
-        elif raw.fmt == "lightning":
-            legacy = (raw.meta["hyper_parameters"].get("arch_kwargs") or {}).get("downsample") == "merging_legacy"
-    if legacy_patch_merging is not None:
-        legacy = legacy_patch_merging
-    legacy = legacy and arch == "swin_unetr"
-    if legacy:
-        use_legacy_patch_merging(model)
-    state, file_only = to_model_keys(raw)
-    encoder_only = (entry is not None and entry.encoder_only) or raw.fmt in ("ssl-swinvit", "ssl-monai-filter")
-    required = None
-    if encoder_only:
-        if arch is None:
-            raise ValueError(f"{source}: an encoder-only file needs a registered network (got {type(model).__name__})")
-        required = encoder_keys(arch, model)
-    report = load_state_into(
-        model,
-        state,
-        source=source,
-        fmt=raw.fmt,
-        required=required,
-        reinit=reinit,
-        allow_reinit_mismatched=reinit_head,
-        file_only_keys=file_only,
-    )
-    report.legacy_patch_merging = legacy
-    log.info(report.summary())
-    return report
-
-
 def load_with_report(
     source: str | Path,
     model: nn.Module | None = None,
@@ -329,25 +293,35 @@ def load_with_report(
     reinit_head: bool = False,
     legacy_patch_merging: bool | None = None,
     progress: bool = True,
-) -> tuple[nn.Module, LoadReport, WeightEntry | None, RawWeights]:
-    """:func:`load`, also returning the report, the registry entry (or None) and the file's own metadata."""
-    path, entry = resolve(source, sha256=sha256, trust=trust, progress=progress)
+) -> tuple[nn.Module, LoadReport, ModelCard | None, RawWeights]:
+    """:func:`load`, also returning the report, the file's model card (None when nothing says) and the raw file."""
+    path, entry, verified = resolve(source, sha256=sha256, trust=trust, progress=progress)
     raw = read_weights_file(path, trust=trust)
+    card = file_card(raw, entry)
     if model is None:
-        model, _, _, legacy = _build(raw, entry, num_classes)
-        legacy_patch_merging = legacy if legacy_patch_merging is None else legacy_patch_merging
+        if card is None:
+            raise ValueError(
+                f"{source}: a {raw.fmt} file does not say which network it fits: pass model= (or use a registry "
+                "name; `amos-zoo weights` lists them)"
+            )
+        if card.labels is None and num_classes is None:
+            raise ValueError(f"{source}: the file holds only an encoder: pass num_classes= (or model=)")
+        model = card.build_network(num_classes)
+        if legacy_patch_merging is None:
+            legacy_patch_merging = card.legacy_patch_merging
     report = apply_weights(
         model,
         raw,
-        entry,
+        card,
         source=str(source),
         reinit_head=reinit_head or num_classes is not None,
         legacy_patch_merging=legacy_patch_merging,
     )
-    return model, report, entry, raw
+    report.verified = verified
+    return model, report, card, raw
 
 
-def load(
+def load_weights(
     source: str | Path,
     model: nn.Module | None = None,
     *,
@@ -360,8 +334,8 @@ def load(
     Args:
         source: a registry name (``amos-zoo weights``), a path, a ``file://`` or an ``http(s)://`` URL; also a
             MONAI bundle folder or zip.
-        model: the network to fill; None builds it from the registry entry, the Lightning checkpoint's
-            hyperparameters or the bundle's ``network_def``.
+        model: the network to fill; None builds it from the file's model card (registry entry, amos-zoo
+            checkpoint or bundle).
         sha256: expected SHA-256 (overrides the registry's); a mismatch is an error and keeps nothing.
         trust: allow files no source states a hash for, and full unpickling of files that need it.
         **kwargs: ``num_classes`` (build with another head; encoder-only files), ``reinit_head`` (leave tensors
@@ -374,3 +348,55 @@ def load(
     net, report, _, _ = load_with_report(source, model, sha256=sha256, trust=trust, **kwargs)
     print(f"amos-zoo weights: {report.summary()}")
     return net
+
+
+def load_model(
+    source: str | Path, *, trust: bool = False, sha256: str | None = None, progress: bool = True
+) -> tuple[nn.Module, ModelCard, LoadReport]:
+    """A network ready to segment scans (eval mode), with its model card and load report.
+
+    ``source``: an amos-zoo checkpoint, a weights registry name (not an encoder-only one), a URL or a MONAI bundle.
+    """
+    net, report, card, raw = load_with_report(source, sha256=sha256, trust=trust, progress=progress)
+    if card.labels is None:
+        raise ValueError(f"{source}: the weights hold only an encoder; fine-tune them first (fit --model.pretrained)")
+    if card.recipe is None:
+        raise ValueError(
+            f"{source}: a {raw.fmt} file does not say how to preprocess scans; use an amos-zoo checkpoint (.ckpt), "
+            "a MONAI bundle or a registry name (amos-zoo weights)"
+        )
+    if report.legacy_patch_merging != card.legacy_patch_merging:
+        card = card.with_(legacy_patch_merging=report.legacy_patch_merging)
+    return net.eval(), card, report
+
+
+def save_checkpoint(net: nn.Module, card: ModelCard, path: str | Path) -> Path:
+    """Save a network with its model card as an amos-zoo checkpoint (the layout ``amos-zoo fit`` writes), so that
+    ``predict``, ``export`` and ``load_weights`` can use a network trained elsewhere. Written atomically."""
+    import torch
+
+    from amos_zoo.io import atomic_path
+
+    hparams = {
+        "arch": card.arch,
+        "arch_kwargs": dict(card.arch_kwargs),
+        "in_channels": card.in_channels,
+        "num_classes": card.num_classes,
+        "roi_size": list(card.roi_size),
+        "label_names": {i: n for i, n in (card.labels or {}).items() if i != 0},
+        "preprocessing": card.recipe.to_dict() if card.recipe is not None else None,
+        "legacy_patch_merging": card.legacy_patch_merging,
+    }
+    checkpoint = {
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        "hyper_parameters": hparams,
+        "amos_zoo": {"format": 2, "card": card.to_dict()},
+        "pytorch-lightning_version": "amos-zoo",
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)
+
+
+#: ``amos_zoo.weights.load`` is ``load_weights``
+load = load_weights

@@ -1,0 +1,576 @@
+"""The ``amos-zoo`` subcommands (other than LightningCLI's fit / validate / test), one typed function each.
+
+The command line is built from these functions (:mod:`amos_zoo.cli.main`): their parameters are the options,
+their docstrings the help, and the ``Example:`` line of each docstring ends its ``--help``. Each returns the exit
+status. Heavy imports happen inside the functions, so ``amos-zoo models`` or ``amos-zoo weights`` answer at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["COMMANDS"]
+
+
+def positional(*names: str):
+    """Mark parameters as positional on the command line (``amos-zoo protocol show NAME``)."""
+
+    def mark(fn):
+        fn.positional = names
+        return fn
+
+    return mark
+
+
+def quickstart(
+    out: Path = Path("quickstart"),
+    task: Literal["amos-ct", "amos-ctmr"] = "amos-ct",
+    steps: int | None = None,
+    n_train: int = 24,
+    n_val: int = 6,
+    seed: int = 0,
+    wandb: bool = False,
+) -> int:
+    """Synthetic AMOS data -> train a small UNet on CPU -> predict in original geometry -> evaluate and plot.
+
+    Everything goes under --out; the last line printed is the mean foreground Dice.
+
+    Args:
+        out: output folder.
+        task: AMOS task to train on.
+        steps: training steps (default: the quickstart protocol's).
+        n_train: synthetic CT training cases.
+        n_val: synthetic CT validation cases.
+        seed: dataset and training seed.
+        wandb: also log to Weights & Biases (offline).
+
+    Example:
+        amos-zoo quickstart --out quickstart
+    """
+    from amos_zoo.experiments.quickstart import QuickstartConfig, run_quickstart
+
+    run_quickstart(
+        QuickstartConfig(out=out, task=task, max_steps=steps, n_train=n_train, n_val=n_val, seed=seed, wandb=wandb)
+    )
+    return 0
+
+
+def synth(
+    out: Path,
+    layout: Literal["amos", "msd"] = "amos",
+    task: str | None = None,
+    n_train_ct: int = 16,
+    n_train_mr: int = 4,
+    n_val_ct: int = 4,
+    n_val_mr: int = 2,
+    n_test: int = 2,
+    seed: int = 0,
+) -> int:
+    """Write a synthetic dataset of phantom abdomens in the official AMOS 2022 (or a Decathlon task's) layout.
+
+    imagesTr/labelsTr/imagesVa/labelsVa/imagesTs and dataset.json; all 15 AMOS organs; CT ids < 500, MRI >= 500.
+
+    Args:
+        out: dataset folder to create.
+        layout: ``amos`` (AMOS 2022) or ``msd`` (Medical Segmentation Decathlon).
+        task: with ``--layout msd``: Task01_BrainTumour ... Task10_Colon.
+        n_train_ct: CT training cases (with ``msd``: training cases).
+        n_train_mr: MRI training cases.
+        n_val_ct: CT validation cases.
+        n_val_mr: MRI validation cases.
+        n_test: test cases (images only).
+        seed: dataset seed.
+
+    Example:
+        amos-zoo synth --out data/synth
+    """
+    from amos_zoo.data.synth import write_synthetic_dataset
+
+    if layout == "msd":
+        from amos_zoo.data.msd import MSD_TASKS, write_msd_dataset
+
+        if task is None:
+            raise ValueError(f"--layout msd needs --task, one of: {', '.join(MSD_TASKS)}")
+        root = write_msd_dataset(out, task, n_train=n_train_ct, n_test=n_test, seed=seed)
+        spec = MSD_TASKS[task]
+        print(
+            f"wrote a synthetic {task} dataset ({spec.num_channels} channel(s), {len(spec.labels)} classes) to {root}. "
+            f"Next: amos-zoo fit --config configs/base/cpu.yaml --protocol tiny/unet --data.root {root} --data.task all"
+        )
+        return 0
+    root = write_synthetic_dataset(out, n_train_ct, n_train_mr, n_val_ct, n_val_mr, n_test, seed=seed)
+    print(
+        f"wrote the synthetic AMOS dataset to {root} (dataset.json, imagesTr, labelsTr, imagesVa, labelsVa, imagesTs). "
+        f"Next: amos-zoo fit --config configs/base/cpu.yaml --protocol quickstart/unet --data.root {root}"
+    )
+    return 0
+
+
+def models() -> int:
+    """List the registered models: parameter counts (amos-zoo's and published), input constraints, source.
+
+    Example:
+        amos-zoo models
+    """
+    from amos_zoo.models.registry import list_models
+
+    print(f"{'name':<11} {'params (M)':>10} {'published':>9}  constraints; description")
+    for row in list_models():
+        count = "-" if row["params_M"] is None else f"{row['params_M']:.1f}"
+        pub = "-" if row["params_published_M"] is None else f"{row['params_published_M']:.1f}"
+        print(f"{row['name']:<11} {count:>10} {pub:>9}  {row['constraints']}; {row['description']}")
+    return 0
+
+
+def weights(markdown: bool = False, write: Path | None = None) -> int:
+    """List the pretrained-weights registry (or print / write weights.md, generated from it).
+
+    Args:
+        markdown: print weights.md.
+        write: write weights.md to this path (atomically).
+
+    Example:
+        amos-zoo weights --write weights.md
+    """
+    from amos_zoo.weights.registry import list_weights, render_markdown
+
+    if write is not None:
+        from amos_zoo.io import write_text
+
+        write_text(write, render_markdown())
+        print(f"wrote {write}")
+        return 0
+    if markdown:
+        print(render_markdown(), end="")
+        return 0
+    print(f"{'name':<30} {'model':<11} {'classes':<8} {'format':<23} {'verified by':<12} task")
+    for e in list_weights():
+        classes = "encoder" if e.encoder_only else str(e.num_classes)
+        print(f"{e.name:<30} {e.arch:<11} {classes:<8} {e.fmt:<23} {e.verification:<12} {e.task}")
+    print("\nentries verified by 'none' load only with --trust; details: amos-zoo weights --markdown (weights.md)")
+    return 0
+
+
+def protocol_list() -> int:
+    """List the training protocols (cards with a source for every value).
+
+    Example:
+        amos-zoo protocol list
+    """
+    from amos_zoo.protocols import list_protocols
+
+    for p in list_protocols():
+        models = ", ".join(p.models) or "-"
+        print(f"{p.name:<11} {p.kind:<9} models: {models:<28} {p.title}")
+    print("\nshow one: amos-zoo protocol show NAME; apply one: amos-zoo fit ... --protocol NAME/MODEL")
+    return 0
+
+
+@positional("name")
+def protocol_show(name: str, markdown: bool = False) -> int:
+    """Print a protocol card: every setting with its value and source.
+
+    Args:
+        name: protocol name (amos-zoo protocol list).
+        markdown: print it as markdown (the docs/protocols.md format).
+
+    Example:
+        amos-zoo protocol show btcv
+    """
+    from amos_zoo.protocols import get_protocol, render_markdown
+
+    p = get_protocol(name)
+    if markdown:
+        print(render_markdown([p]), end="")
+        return 0
+    print(f"{p.name}: {p.title} ({p.kind})\n{p.summary}\n")
+    if p.models:
+        print(f"models its source trained: {', '.join(p.models)}\n")
+    section = None
+    for s in p.settings:
+        if s.section != section:
+            section = s.section
+            print(f"[{section}]")
+        print(f"  {s.key} = {s.value}\n      source: {p.cite(s.source)}")
+    return 0
+
+
+def protocol_docs(write: Path | None = None) -> int:
+    """Print docs/protocols.md (every protocol card as markdown tables), or write it.
+
+    Args:
+        write: write it to this path (atomically) instead of printing.
+
+    Example:
+        amos-zoo protocol docs --write docs/protocols.md
+    """
+    from amos_zoo.protocols import render_markdown
+
+    if write is None:
+        print(render_markdown(), end="")
+        return 0
+    from amos_zoo.io import write_text
+
+    write_text(write, render_markdown())
+    print(f"wrote {write}")
+    return 0
+
+
+def check_data(data: Path, dataset_json: Path | None = None, workers: int | None = None) -> int:
+    """Validate a whole dataset and report every problem with the file, what is wrong and the fix.
+
+    Checks dataset.json (JSON, labels, duplicates, paths, empty splits, missing files) and every case in parallel:
+    readable files, 3D/4D, NaN or infinite intensities, label values outside the label map, image/label shape or
+    affine mismatch. Exit status 1 when problems are found.
+
+    Args:
+        data: dataset folder (holding dataset.json).
+        dataset_json: index file (default DATA/dataset.json).
+        workers: parallel processes (default: all cores).
+
+    Example:
+        amos-zoo check-data --data /data/amos22
+    """
+    from amos_zoo.data.check import check_dataset
+
+    problems = check_dataset(data, dataset_json, workers=workers)
+    if not problems:
+        print(f"{data}: no problems found")
+        return 0
+    print(f"{data}: {len(problems)} problem(s)")
+    for p in problems:
+        print(f"- {p.file}\n    problem: {p.problem}\n    fix: {p.fix}")
+    return 1
+
+
+def evaluate(
+    pred: Path,
+    gt: Path,
+    out: Path,
+    dataset_json: Path | None = None,
+    tolerance: str = "uniform-2mm",
+    metrics: str = "dice,nsd,hd95,assd",
+    empty_policy: Literal["score", "ignore"] = "score",
+    workers: int | None = None,
+) -> int:
+    """Score a folder of predicted label NIfTIs against reference labels (Dice, NSD, HD95, ASSD).
+
+    DeepMind surface-distance definitions; aggregated per organ, per modality and overall. Writes per_case.csv,
+    summary.json, summary.md and boxplot.png under --out.
+
+    Args:
+        pred: folder of predicted label NIfTIs (<case>.nii.gz).
+        gt: folder of reference label NIfTIs.
+        out: report folder.
+        dataset_json: dataset.json whose label map to use (default: AMOS's).
+        tolerance: NSD tolerance: a preset (uniform-1mm, uniform-2mm, uniform-5mm, flare22, amos) or mm.
+        metrics: comma-separated metrics.
+        empty_policy: how organs absent from the reference are scored (README: metric conventions).
+        workers: parallel processes (default: all cores).
+
+    Example:
+        amos-zoo evaluate --pred preds/ --gt amos22/labelsVa --out eval/
+    """
+    from amos_zoo.data.labels import AMOS_LABELS
+    from amos_zoo.metrics.evaluate import evaluate_folders, markdown_table
+
+    labels = AMOS_LABELS
+    if dataset_json:
+        from amos_zoo.data.index import load_index
+
+        labels = load_index(dataset_json.parent, dataset_json).labels
+    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    summary = evaluate_folders(
+        pred, gt, out, labels=labels, tolerance=tolerance, metrics=chosen, empty_policy=empty_policy, workers=workers
+    )
+    print(markdown_table(summary, labels, [m for m in chosen if m in ("dice", "nsd")] or list(chosen[:1])))
+    if summary["missing_predictions"]:
+        print(f"missing predictions (scored as empty): {', '.join(summary['missing_predictions'])}")
+    print(f"reports written to {out}: per_case.csv, summary.json, summary.md, boxplot.png")
+    return 0
+
+
+def predict(
+    weights: str,
+    input: Path,
+    out: Path,
+    split: str = "test",
+    modality: Literal["CT", "MRI"] | None = None,
+    tta: bool = False,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
+    interpolation: Literal["linear", "nearest"] = "linear",
+    device: str | None = None,
+    save_probabilities: bool = False,
+    trust: bool = False,
+    sha256: str | None = None,
+) -> int:
+    """Segment scans: one label NIfTI per input with exactly the input's shape and affine, plus a JSON label map.
+
+    Finished cases are skipped on rerun; a bad input is reported and the others go on (exit status 1 if any failed).
+
+    Args:
+        weights: an amos-zoo checkpoint (.ckpt), a weights registry name, a URL or a MONAI bundle.
+        input: a NIfTI file, a folder of them, a DICOM series folder (or a folder of them), or a dataset.json.
+        out: output folder.
+        split: dataset.json split to predict.
+        modality: override the modality of every input.
+        tta: mirror test-time augmentation (8 passes in 3D).
+        overlap: sliding-window overlap (default: the model card's).
+        sw_batch_size: windows per forward pass (default: the model card's).
+        precision: auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU is about 2x faster where the CPU has
+            native bf16.
+        interpolation: labels back on the input grid: linear = class probabilities interpolated (nnU-Net); nearest =
+            nearest network-grid label (MONAI Invertd).
+        device: cpu or cuda[:N] (default: cuda when available).
+        save_probabilities: also write <case>_probabilities.npz.
+        trust: load unverified or full-unpickling weights (only files you trust).
+        sha256: expected SHA-256 of the weights file (verified before use).
+
+    Example:
+        amos-zoo predict --weights runs/amos-ct/btcv/swin_unetr/checkpoints/best.ckpt --input scans/ --out preds/
+    """
+    import torch
+
+    from amos_zoo.infer.pipeline import collect_inputs, load_predictor, predict_many
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    predictor = load_predictor(
+        weights,
+        device=device,
+        trust=trust,
+        sha256=sha256,
+        tta=tta,
+        overlap=overlap,
+        sw_batch_size=sw_batch_size,
+        precision=precision,
+        interpolation=interpolation,
+    )
+    jobs = collect_inputs(input, split=split, modality=modality)
+    report = predict_many(predictor, jobs, out, save_probabilities=save_probabilities)
+    print(
+        f"predicted {len(report['done'])} case(s) into {out} in {report['seconds']:.1f} s; "
+        f"skipped {len(report['skipped'])} already finished"
+    )
+    for case, reason in report["failed"].items():
+        print(f"FAILED {case}: {reason}", file=sys.stderr)
+    if report["failed"]:
+        print(
+            f"{len(report['failed'])} case(s) failed; fix them and rerun (finished cases are skipped)", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def export(
+    ckpt: str,
+    format: Literal["bundle", "torchscript", "onnx"],
+    out: Path,
+    modality: Literal["CT", "MRI"] = "CT",
+    trust: bool = False,
+) -> int:
+    """Export a trained model as a MONAI bundle, TorchScript or ONNX, checked against PyTorch before it is written.
+
+    bundle: a MONAI bundle folder (configs/inference.json generated from the model card's recipe, metadata.json
+    with the card, models/model.pt) that `python -m monai.bundle run` runs on NIfTI files; torchscript / onnx:
+    model.ts / model.onnx plus model.json (the model card).
+
+    Args:
+        ckpt: amos-zoo checkpoint (.ckpt) or weights registry name.
+        format: bundle, torchscript or onnx.
+        out: output folder (must not exist or be empty).
+        modality: the bundle's default normalisation (its config entry ``modality``; --modality on monai.bundle run).
+        trust: load a checkpoint that needs full unpickling.
+
+    Example:
+        amos-zoo export --ckpt best.ckpt --format bundle --out exported/bundle
+    """
+    from amos_zoo.infer.export import export_model
+
+    result = export_model(ckpt, format, out, modality=modality, trust=trust)
+    print(f"exported {format} to {result.path}; max |difference| to PyTorch logits {result.max_abs_diff:.2e}")
+    if format == "bundle":
+        print(
+            f"run it: python -m monai.bundle run --config_file {out}/configs/inference.json --meta_file "
+            f"{out}/configs/metadata.json --bundle_root {out} --dataset_dir NIFTI_DIR --output_dir OUT [--modality MRI]"
+        )
+    return 0
+
+
+def export_2d(
+    data: Path,
+    out: Path,
+    axis: Literal["x", "y", "z", "all"] = "z",
+    dataset_name: str = "AMOS",
+    min_pixels: int = 100,
+) -> int:
+    """Slice a 3D AMOS/MSD dataset into the SA-Med2D-20M 2D layout (PNG slices, per-instance masks, JSON index).
+
+    Args:
+        data: 3D dataset folder (dataset.json).
+        out: output folder.
+        axis: slicing axis.
+        dataset_name: dataset token in the file names.
+        min_pixels: drop mask instances under this size (MedSAM: 100).
+
+    Example:
+        amos-zoo export-2d --data amos22 --out sa2d --axis z
+    """
+    from amos_zoo.data.samed2d import export_2d as run
+
+    counts = run(data, out, axis, dataset_name, min_pixels=min_pixels)
+    print(
+        f"exported {counts['cases']} case(s) to {out}: {counts['images']} images, {counts['masks']} masks "
+        f"({counts['dropped_small_masks']} instances under {min_pixels} pixels dropped)"
+    )
+    return 0
+
+
+@positional("direction")
+def convert(
+    direction: Literal["to-nnunet", "from-nnunet"],
+    data: Path,
+    out: Path,
+    dataset_id: int = 501,
+    name: str | None = None,
+) -> int:
+    """Convert between the AMOS/Decathlon layout and nnU-Net v2 raw data (geometry and headers kept).
+
+    to-nnunet: DatasetXXX_Name/ with imagesTr/{case}_{channel:04d}.nii.gz, labelsTr, imagesTs (the AMOS validation
+    split goes to imagesTs with references in labelsTs). from-nnunet: a Decathlon-layout dataset.
+
+    Args:
+        direction: to-nnunet or from-nnunet.
+        data: source dataset folder (dataset.json).
+        out: to-nnunet: the nnUNet_raw folder; from-nnunet: the dataset folder.
+        dataset_id: nnU-Net dataset id (to-nnunet).
+        name: nnU-Net dataset name (to-nnunet; default: the dataset's).
+
+    Example:
+        amos-zoo convert to-nnunet --data amos22 --out nnUNet_raw --dataset_id 501
+    """
+    from amos_zoo.data.convert import from_nnunet, to_nnunet
+
+    if direction == "to-nnunet":
+        root = to_nnunet(data, out, dataset_id, name)
+        print(
+            f"wrote nnU-Net v2 raw data to {root}. Next: nnUNetv2_plan_and_preprocess -d {dataset_id}, train, predict "
+            f"imagesTs, then amos-zoo evaluate --pred PRED --gt {root / 'labelsTs'} --out eval/"
+        )
+    else:
+        print(f"wrote a Decathlon-layout dataset to {from_nnunet(data, out)}")
+    return 0
+
+
+def reproduce(
+    task: Literal["amos-ct", "amos-ctmr"],
+    model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet"],
+    data: Path | None = None,
+    protocol: str | None = None,
+    out: Path = Path("runs"),
+    smoke: bool = False,
+    max_steps: int | None = None,
+    folds: list[int] | None = None,
+    fit_args: list[str] | None = None,
+) -> int:
+    """One benchmark-table row: fit under a protocol, predict the validation cases in original geometry, evaluate.
+
+    Writes OUT/TASK/PROTOCOL/MODEL/row.json (protocol, split, resolved config, commit, data hash, metrics, wall
+    time, device, peak memory). --smoke runs the same path on synthetic data with small networks in minutes on a CPU.
+
+    Args:
+        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2).
+        model: the network.
+        data: AMOS 2022 folder (holding dataset.json).
+        protocol: protocol card (default: the published protocol that trained the model; amos-zoo protocol list).
+        out: runs folder.
+        smoke: synthetic data, small networks, 4 steps, CPU.
+        max_steps: override the protocol's iteration budget.
+        folds: cross-validation folds to run (nnU-Net's 5-fold split of every labelled case), e.g. [0,1,2,3,4].
+        fit_args: further `amos-zoo fit` options, e.g. ["--trainer.devices", "4"].
+
+    Example:
+        amos-zoo reproduce --task amos-ct --model swin_unetr --protocol btcv --data /data/amos22 --out runs/
+    """
+    from amos_zoo.experiments.reproduce import run_reproduce
+
+    row = run_reproduce(
+        task,
+        model,
+        data,
+        protocol=protocol,
+        out=out,
+        smoke=smoke,
+        max_steps=max_steps,
+        folds=folds,
+        extra_args=fit_args or [],
+    )
+    if row is None:  # a DDP rank other than 0: rank 0 writes the row
+        return 0
+    overall = row["metrics"]["overall"]
+    print(
+        f"{task} {row['protocol']} {model}: mDSC {overall['dice']:.4f}, mNSD {overall['nsd']:.4f} over "
+        f"{row['metrics']['cases']} validation cases ({row['split']}); row written under {out}. "
+        f"Next: amos-zoo table {out}"
+    )
+    return 0
+
+
+@positional("runs")
+def table(runs: Path, published: Path | None = None, out: Path | None = None) -> int:
+    """Collect reproduce rows into the benchmark table, beside published numbers of the same protocol and split.
+
+    Writes table.md, table.csv and table.png; a difference against a number of another protocol or split is labelled.
+
+    Args:
+        runs: runs folder.
+        published: published-numbers YAML (default: the shipped one).
+        out: output folder (default: RUNS).
+
+    Example:
+        amos-zoo table runs/
+    """
+    from amos_zoo.experiments.table import write_table
+
+    print(write_table(runs, out, published))
+    print(f"written: {(out or runs) / 'table.md'}, table.csv, table.png")
+    return 0
+
+
+def configs() -> int:
+    """Print where the shipped LightningCLI configs are and list them (compose them with --config).
+
+    Example:
+        amos-zoo configs
+    """
+    from amos_zoo.experiments.run import config_root
+
+    root = config_root()
+    print(f"shipped configs: {root}")
+    for path in sorted(root.rglob("*.yaml")):
+        print(f"  {path.relative_to(root)}")
+    return 0
+
+
+#: command name -> function (``protocol list`` / ``protocol show`` are nested under ``protocol``)
+COMMANDS = {
+    "quickstart": quickstart,
+    "synth": synth,
+    "models": models,
+    "weights": weights,
+    "protocol list": protocol_list,
+    "protocol show": protocol_show,
+    "protocol docs": protocol_docs,
+    "check-data": check_data,
+    "evaluate": evaluate,
+    "predict": predict,
+    "export": export,
+    "export-2d": export_2d,
+    "convert": convert,
+    "reproduce": reproduce,
+    "table": table,
+    "configs": configs,
+}

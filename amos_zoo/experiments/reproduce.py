@@ -1,0 +1,215 @@
+"""``amos-zoo reproduce``: one benchmark-table row = one protocol, one model, one AMOS task (and optionally folds).
+
+Each run is the experiment path (:func:`~amos_zoo.experiments.run.run_experiment`) with ``configs/base/gpu.yaml``
+(``cpu.yaml`` for ``--smoke``) and ``--protocol PROTOCOL/MODEL``. With ``folds``, each fold is its own run
+(``<out>/<task>/<protocol>/<model>/fold_<k>``) and the row of the whole cross-validation evaluates the union of the
+folds' validation predictions, as nnU-Net summarises a cross-validation. ``--smoke`` runs the same path on the
+synthetic dataset with a coarse grid and small networks (the protocol's normalisation, sampling, augmentation,
+loss and optimiser kept), in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce"]
+
+TASKS = ("amos-ct", "amos-ctmr")
+
+#: per model: the smallest network that keeps the architecture, and a patch it accepts (smoke runs)
+SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
+    "unet": {"arch_kwargs": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}, "patch": [32, 32, 16]},
+    "unetr": {
+        "arch_kwargs": {"feature_size": 8, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "proj_type": "perceptron"},
+        "patch": [32, 32, 32],
+    },
+    "swin_unetr": {"arch_kwargs": {"feature_size": 12}, "patch": [64, 64, 32]},
+    "vnet": {"arch_kwargs": {}, "patch": [32, 32, 32]},
+    "dynunet": {
+        "arch_kwargs": {
+            "filters": [8, 16, 32, 32],
+            "kernel_size": [[3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]],
+        },
+        "patch": [32, 32, 16],
+    },
+}
+
+
+def default_protocol(model: str) -> str:
+    """The first published protocol whose source trained ``model`` (``btcv`` for a model no source trained)."""
+    from amos_zoo.protocols import list_protocols
+
+    for p in list_protocols():
+        if p.kind == "published" and model in p.models:
+            return p.name
+    return "btcv"
+
+
+def _smoke_data(out: Path) -> Path:
+    from amos_zoo.data.synth import write_synthetic_dataset
+
+    data = out / "smoke_data"
+    if not (data / "dataset.json").is_file():
+        write_synthetic_dataset(data, n_train_ct=3, n_train_mr=1, n_val_ct=2, n_val_mr=1, n_test=0)
+    return data
+
+
+def _smoke_args(model: str, out: Path, steps: int, folds: bool) -> list[str]:
+    setting = SMOKE_SETTINGS[model]
+    args = [
+        "--data.spacing",
+        "[7.0, 7.0, 10.0]",
+        "--data.patch_size",
+        json.dumps(setting["patch"]),
+        "--data.num_samples",
+        "1",
+        "--data.batch_size",
+        "1",
+        "--data.num_workers",
+        "0",
+        "--data.cache_dir",
+        str(out / "smoke_cache"),
+        "--model.arch_kwargs",
+        json.dumps(setting["arch_kwargs"]),
+        "--trainer.val_check_interval",
+        str(steps),
+        "--trainer.max_steps",
+        str(steps),
+        "--model.warmup_steps",
+        "1",
+    ]
+    if folds:
+        args += ["--data.num_folds", "2"]  # 7 synthetic cases: 2 folds keep both sides non-empty
+    return args
+
+
+def run_reproduce(
+    task: str,
+    model: str,
+    data: str | Path | None,
+    *,
+    protocol: str | None = None,
+    out: str | Path = "runs",
+    smoke: bool = False,
+    max_steps: int | None = None,
+    folds: Sequence[int] | None = None,
+    extra_args: Sequence[str] = (),
+    progress: bool = True,
+) -> dict | None:
+    """Fit, predict the validation cases, evaluate, and write ``<out>/<task>/<protocol>/<model>/row.json``.
+
+    Args:
+        task: ``amos-ct`` (Task 1) or ``amos-ctmr`` (Task 2).
+        model: a registered 3D model (``unet``, ``unetr``, ``swin_unetr``, ``vnet``, ``dynunet``).
+        data: AMOS dataset folder; with ``smoke`` and None, a synthetic dataset is written under ``out``.
+        protocol: protocol card (default: :func:`default_protocol`).
+        out: runs folder.
+        smoke: small networks, a coarse grid and 4 steps on the synthetic dataset: the same code path on a CPU.
+        max_steps: override the protocol's iteration budget.
+        folds: cross-validation folds to run (nnU-Net's split over every labelled case); None: the official split.
+        extra_args: further ``amos-zoo fit`` options.
+        progress: progress bars.
+
+    Returns:
+        The row (the cross-validation's row with ``folds``); None on DDP ranks other than 0.
+    """
+    from amos_zoo.experiments.run import config_file, run_experiment
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if model not in SMOKE_SETTINGS:
+        raise ValueError(f"model must be one of {', '.join(SMOKE_SETTINGS)}, got {model!r}")
+    protocol = protocol or default_protocol(model)
+    out = Path(out)
+    if data is None:
+        if not smoke:
+            raise ValueError(
+                "--data is required (the AMOS 2022 folder holding dataset.json); --smoke uses synthetic data"
+            )
+        data = _smoke_data(out)
+    run_root = out / task / protocol / model
+    steps = max_steps or 4
+    common = [
+        "--config",
+        str(config_file("base/cpu.yaml" if smoke else "base/gpu.yaml")),
+        "--protocol",
+        f"{protocol}/{model}",
+        "--data.task",
+        task,
+        "--data.root",
+        str(data),
+    ]
+    if smoke:
+        common += _smoke_args(model, out, steps, folds is not None)
+    elif max_steps:
+        common += ["--trainer.max_steps", str(max_steps)]
+    common += list(extra_args)
+    info = {"smoke": smoke, "requested_protocol": protocol}
+    if folds is None:
+        result = run_experiment(common, run_root, progress=progress, info=info)
+        return None if result is None else result.row
+    results = []
+    for k in folds:
+        result = run_experiment(
+            [*common, "--data.fold", str(k)], run_root / f"fold_{k}", progress=progress, info={**info, "fold": k}
+        )
+        if result is None:
+            return None
+        results.append(result)
+    return _crossval_row(results, run_root, progress)
+
+
+def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
+    """Evaluate the union of the folds' validation predictions (as nnU-Net summarises a cross-validation)."""
+    from amos_zoo.data.index import load_index
+    from amos_zoo.io import write_json
+    from amos_zoo.metrics.evaluate import evaluate_folders
+
+    merged_pred, merged_gt = run_root / "crossval" / "predictions", run_root / "crossval" / "reference"
+    for folder in (merged_pred, merged_gt):
+        folder.mkdir(parents=True, exist_ok=True)
+    case_ids = []
+    for r in results:
+        for case in r.val_cases:
+            cid = case["case_id"]
+            case_ids.append(cid)
+            shutil.copyfile(r.run_dir / "predictions" / f"{cid}.nii.gz", merged_pred / f"{cid}.nii.gz")
+            link = merged_gt / f"{cid}.nii.gz"
+            if not link.exists():
+                link.symlink_to(Path(case["label"]).resolve())
+    first = results[0].row
+    summary = evaluate_folders(
+        merged_pred,
+        merged_gt,
+        run_root / "crossval" / "evaluation",
+        labels=load_index(first["data_root"]).labels,
+        metrics=("dice", "nsd"),
+        workers=1,
+        progress=progress,
+        case_ids=case_ids,
+    )
+    folds = [r.row["fold"] for r in results]
+    row = {
+        **{k: v for k, v in first.items() if k not in ("fold", "metrics", "checkpoint", "steps", "fit_seconds")},
+        "split": f"folds {folds} of a {first['num_folds']}-fold cross-validation over every labelled {first['task']} "
+        "case (nnU-Net's split); metrics over the union of the folds' validation cases",
+        "folds": folds,
+        "fold_rows": [str(r.run_dir / "row.json") for r in results],
+        "fold_dice": [r.row["metrics"]["overall"]["dice"] for r in results],
+        "steps": [r.row["steps"] for r in results],
+        "wall_time_s": sum(r.row["wall_time_s"] for r in results),
+        "metrics": {
+            "overall": summary["all"]["overall"],
+            "per_modality": {k: v["overall"] for k, v in summary["per_modality"].items()},
+            "per_organ_dice": {k: v["dice"] for k, v in summary["all"]["per_organ"].items()},
+            "cases": summary["all"]["cases"],
+            "nsd_tolerance": summary["tolerance"],
+        },
+    }
+    write_json(run_root / "row.json", row)
+    return row

@@ -1,0 +1,203 @@
+"""One experiment path: fit (LightningCLI) -> predict the validation cases on their own grids -> evaluate with the
+metric suite -> a row (``row.json``). ``amos-zoo quickstart`` and ``amos-zoo reproduce`` are both this function
+with different configs.
+
+Under DDP, Lightning starts one process per device; only global rank 0 predicts, evaluates and writes the row
+(the others return None after fitting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ExperimentResult", "run_experiment", "config_file", "config_root", "dataset_hash", "load_rows"]
+
+
+def config_root() -> Path:
+    """The folder of the configs shipped with the package (``configs/`` in a source checkout)."""
+    return Path(str(resources.files("amos_zoo").joinpath("configs")))
+
+
+def config_file(relative: str) -> Path:
+    """A shipped config by its path under ``configs/`` (``base/gpu.yaml``); a clear error when there is none."""
+    path = config_root() / relative
+    if not path.is_file():
+        available = sorted(str(p.relative_to(config_root())) for p in config_root().rglob("*.yaml"))
+        raise FileNotFoundError(f"no shipped config {relative!r}; available: {', '.join(available)}")
+    return path
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def dataset_hash(root: str | Path) -> str:
+    """SHA-256 over dataset.json and the names and sizes of the files it lists (fast, content-sensitive index)."""
+    root = Path(root)
+    h = hashlib.sha256((root / "dataset.json").read_bytes())
+    for path in sorted(p for p in root.rglob("*.nii*") if ".amos_zoo_cache" not in p.parts):
+        h.update(f"{path.relative_to(root)}:{path.stat().st_size}".encode())
+    return h.hexdigest()
+
+
+def _peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or 'x86_64'})"
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment produced: the row (also in ``row.json``), the evaluation summary and where things are."""
+
+    row: dict[str, Any]
+    summary: dict[str, Any]
+    run_dir: Path
+    checkpoint: Path
+    val_cases: list[dict[str, Any]]
+
+
+def run_experiment(
+    fit_args: Sequence[str],
+    run_dir: str | Path,
+    *,
+    metrics: Sequence[str] = ("dice", "nsd"),
+    tolerance: str = "uniform-2mm",
+    progress: bool = True,
+    device: str | None = None,
+    info: dict[str, Any] | None = None,
+) -> ExperimentResult | None:
+    """Fit with ``amos-zoo fit`` arguments, predict the validation cases, evaluate them and write ``row.json``.
+
+    Args:
+        fit_args: LightningCLI ``fit`` arguments (configs, ``--protocol``, ``--data.root``...); ``run_dir`` is
+            passed as ``--trainer.default_root_dir``.
+        run_dir: the run folder: checkpoints, logs, ``predictions/``, ``evaluation/`` and ``row.json``.
+        metrics: metrics of the evaluation (``dice``, ``nsd``, ``hd95``, ``assd``).
+        tolerance: NSD tolerance preset.
+        progress: progress bars.
+        device: where to predict (default: CUDA when available).
+        info: extra fields for the row (task, model, protocol, fold, smoke...).
+
+    Returns:
+        The result on global rank 0; None on the other DDP ranks.
+    """
+    import torch
+
+    from amos_zoo.infer.pipeline import PredictJob, predict_many
+    from amos_zoo.infer.predictor import Predictor
+    from amos_zoo.io import write_json
+    from amos_zoo.metrics.evaluate import evaluate_folders
+    from amos_zoo.train.cli import run_lightning_cli
+    from amos_zoo.weights.loading import load_model
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    args = ["fit", *fit_args, "--trainer.default_root_dir", str(run_dir)]
+    if not progress:
+        args += ["--trainer.enable_progress_bar", "false"]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.time()
+    cli = run_lightning_cli(args)
+    fit_seconds = time.time() - start
+    trainer, datamodule = cli.trainer, cli.datamodule
+    if not trainer.is_global_zero:
+        return None
+    ckpt_cb = trainer.checkpoint_callback
+    ckpt = Path((ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb else "")
+    if not ckpt.is_file():
+        ckpt = run_dir / "final.ckpt"
+        trainer.save_checkpoint(ckpt)
+
+    val_cases = datamodule.case_dicts("val")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    net, card, _ = load_model(ckpt)
+    predictor = Predictor.from_card(net, card, device=device)
+    jobs = [PredictJob(c["case_id"], c["image"], c["modality"]) for c in val_cases]
+    report = predict_many(predictor, jobs, run_dir / "predictions", progress=progress)
+    if report["failed"]:
+        raise RuntimeError(f"prediction failed for {report['failed']}")
+    gt_dir = run_dir / "evaluation" / "reference"
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    for case in val_cases:
+        link = gt_dir / f"{case['case_id']}.nii.gz"
+        if not link.exists():
+            link.symlink_to(Path(case["label"]).resolve())
+    summary = evaluate_folders(
+        run_dir / "predictions",
+        gt_dir,
+        run_dir / "evaluation",
+        labels=datamodule.index.labels,
+        metrics=tuple(metrics),
+        tolerance=tolerance,
+        workers=1,
+        progress=progress,
+        case_ids=[c["case_id"] for c in val_cases],
+    )
+    row = {
+        **(info or {}),
+        "protocol": card.protocol,
+        "model": card.arch,
+        "task": datamodule.task,
+        "split": datamodule.split_description,
+        "split_kind": datamodule.split_kind,
+        "fold": datamodule.hparams.fold,
+        "num_folds": datamodule.hparams.num_folds if datamodule.hparams.fold is not None else None,
+        "fit_args": list(fit_args),
+        "resolved_config": _resolved_config(run_dir),
+        "card": card.to_dict(),
+        "commit": _git_commit(),
+        "data_root": str(datamodule.root),
+        "data_hash": dataset_hash(datamodule.root),
+        "checkpoint": str(ckpt),
+        "steps": int(trainer.global_step),
+        "fit_seconds": fit_seconds,
+        "wall_time_s": time.time() - start,
+        "device": _device_name(),
+        "devices": int(trainer.world_size),
+        "peak_memory_mb": _peak_memory_mb(),
+        "metrics": {
+            "overall": summary["all"]["overall"],
+            "per_modality": {k: v["overall"] for k, v in summary["per_modality"].items()},
+            "per_organ_dice": {k: v["dice"] for k, v in summary["all"]["per_organ"].items()},
+            "cases": summary["all"]["cases"],
+            "nsd_tolerance": summary["tolerance"],
+        },
+    }
+    write_json(run_dir / "row.json", row)
+    return ExperimentResult(row, summary, run_dir, ckpt, val_cases)
+
+
+def _resolved_config(run_dir: Path) -> str | None:
+    found = sorted(run_dir.rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
+    return found[-1].read_text() if found else None
+
+
+def load_rows(runs: str | Path) -> list[dict]:
+    """Every ``row.json`` below a runs folder."""
+    return [json.loads(p.read_text()) for p in sorted(Path(runs).rglob("row.json"))]

@@ -1,0 +1,395 @@
+"""Whole-scan inference: the recipe's preprocessing, gaussian sliding window (optional mirror TTA),
+and the prediction resampled back onto the input's own voxel grid (same shape, same affine).
+
+Inputs are NIfTI files, lists of channel files, or DICOM series folders (MONAI's PydicomReader; a
+folder holding more than one series is refused).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+
+from amos_zoo.card import ModelCard
+from amos_zoo.data.recipes import Recipe
+from amos_zoo.data.transforms import deterministic_transforms
+from amos_zoo.io import save_nifti
+
+__all__ = [
+    "Predictor",
+    "fill_background",
+    "cropped_faces",
+    "resample_to_input_grid",
+    "labels_on_input_grid",
+    "load_scan",
+    "nifti_header",
+    "InputError",
+    "check_dicom_series",
+]
+
+
+class InputError(ValueError):
+    """An input scan cannot be used; the message names the file and the problem."""
+
+
+def fill_background(probs: torch.Tensor) -> torch.Tensor:
+    """Give class 0 the probability mass a resampled (C, *spatial) volume lacks: outside the preprocessed region
+    (the foreground crop: air) every voxel is background. In place; returns ``probs``.
+
+    A voxel interpolated between the region (probabilities p) and outside it (weight w outside) becomes
+    ``(1 - w) p + w onehot(0)``, as if the air had been predicted as background. Used by the predictor and by
+    exported bundles (after MONAI's ``Invertd``, which pads the crop with zeros)."""
+    probs[0] += (1.0 - probs.sum(0)).clamp_min(0.0)
+    return probs
+
+
+def cropped_faces(image: MetaTensor) -> list[int] | None:
+    """Voxels the recipe's foreground crop removed, ``[before, after]`` per spatial axis (None: no crop), read from
+    the MetaTensor's applied operations."""
+    for op in reversed(getattr(image, "applied_operations", None) or []):
+        if op.get("class") == "CropForeground":
+            return [int(v) for v in op["extra_info"]["cropped"]]
+    return None
+
+
+def _uncrop(scores: MetaTensor, cropped: list[int]) -> MetaTensor:
+    """Probabilities on the grid before the foreground crop: the removed air is background (probability 1)."""
+    shape = [n + cropped[2 * a] + cropped[2 * a + 1] for a, n in enumerate(scores.shape[1:])]
+    full = torch.zeros((scores.shape[0], *shape), dtype=torch.float32)
+    inner = tuple(slice(cropped[2 * a], cropped[2 * a] + n) for a, n in enumerate(scores.shape[1:]))
+    full[(slice(None), *inner)] = torch.as_tensor(scores).float()
+    fill_background(full)
+    affine = torch.as_tensor(scores.affine, dtype=torch.float64).clone()
+    affine[:3, 3] -= affine[:3, :3] @ torch.tensor([float(cropped[2 * a]) for a in range(3)], dtype=torch.float64)
+    return MetaTensor(full, affine=affine)
+
+
+def resample_to_input_grid(
+    scores: MetaTensor, affine: np.ndarray, shape: tuple[int, ...], background_fill: bool = True
+) -> torch.Tensor:
+    """Resample class probabilities (C, *spatial) from the preprocessed grid onto the input grid.
+
+    The output has exactly ``shape`` and lives on ``affine``: the prediction is never a voxel short. As MONAI's
+    inverse of the recipe: the region the foreground crop removed (``scores.meta["cropped"]``) is air, predicted
+    background; beyond the resampled volume's edge the border values continue (``Spacing``'s border padding).
+    """
+    cropped = scores.meta.get("cropped") if isinstance(scores, MetaTensor) else None
+    if cropped is not None:
+        scores = _uncrop(scores, cropped)
+    resampler = mt.SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)
+    out = resampler(scores, dst_affine=torch.as_tensor(affine, dtype=torch.float64), spatial_size=tuple(shape))
+    if tuple(out.shape[1:]) != tuple(shape):
+        raise RuntimeError(f"resampling returned {tuple(out.shape[1:])}, expected {tuple(shape)}")
+    if background_fill:
+        fill_background(out)
+    return out
+
+
+def labels_on_input_grid(
+    scores: MetaTensor, affine: np.ndarray, shape: tuple[int, ...], interpolation: str = "linear"
+) -> np.ndarray:
+    """``resample_to_input_grid(scores, affine, shape).argmax(0)``, computed without resampling every class.
+
+    ``interpolation="nearest"`` instead takes the argmax on the network's grid and copies each output voxel's
+    nearest source label (what MONAI's ``Invertd(nearest_interp=True)`` does), on the exact input grid.
+
+    Where the grid change is axis-aligned (orientation flips/permutations and spacing: the case after the
+    recipe's Orientation + Spacing), each output voxel's bilinear value is a convex combination of its 8
+    source neighbours. When those 8 share one argmax label, the combination has that label too (for every
+    other class k, each neighbour's p[L] >= p[k], so the weighted sums keep the order), so only voxels at
+    label boundaries need interpolated probabilities. Out-of-grid neighbours follow :func:`resample_to_input_grid`:
+    background on the faces the foreground crop cut (``scores.meta["cropped"]``), the border value on the volume's
+    own edges. Other (oblique) grid changes fall back to the full resampling.
+    """
+    src_affine = np.asarray(scores.affine, dtype=np.float64)
+    m = np.linalg.inv(src_affine) @ np.asarray(affine, dtype=np.float64)  # output voxel index -> source index
+    rot, shift = m[:3, :3], m[:3, 3]
+    nonzero = np.abs(rot) > 1e-9 * np.abs(rot).max()
+    if scores.ndim != 4 or not ((nonzero.sum(0) == 1).all() and (nonzero.sum(1) == 1).all()):
+        return resample_to_input_grid(scores, affine, shape).argmax(0).numpy().astype(np.uint8)
+    probs = scores.as_tensor() if isinstance(scores, MetaTensor) else torch.as_tensor(scores)
+    probs = probs.float()
+    n_classes = probs.shape[0]
+    cropped = (scores.meta.get("cropped") if isinstance(scores, MetaTensor) else None) or [0] * 6
+    # one voxel around the grid: the border value on the volume's edges, background where the crop cut air away
+    labels = np.pad(probs.argmax(0).numpy().astype(np.uint8), 1, mode="edge")
+    for a in range(3):
+        for side, index in ((0, 0), (1, -1)):
+            if cropped[2 * a + side]:
+                labels[(slice(None),) * a + (index,)] = 0
+    out_axis = [int(np.flatnonzero(nonzero[a])[0]) for a in range(3)]
+    if interpolation == "nearest":
+        near = []
+        for a in range(3):
+            coord = rot[a, out_axis[a]] * np.arange(shape[out_axis[a]], dtype=np.float64) + shift[a] + 1.0
+            near.append(np.clip(np.rint(coord), 0, labels.shape[a] - 1).astype(np.int64))  # ties: half to even
+        out = labels[np.ix_(near[0], near[1], near[2])]
+        return np.ascontiguousarray(out.transpose(np.argsort(out_axis)))
+    if interpolation != "linear":
+        raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+    lo, w = [], []  # per source axis: lower neighbour index (padded grid) and weight of the upper one
+    for a in range(3):
+        j = np.arange(shape[out_axis[a]], dtype=np.float64)
+        coord = rot[a, out_axis[a]] * j + shift[a] + 1.0  # +1: the padding
+        base = np.floor(coord)
+        frac = coord - base
+        size = labels.shape[a]
+        base = np.clip(base, 0, size - 1).astype(np.int64)
+        frac = np.where((coord < 0) | (coord > size - 1), 0.0, frac)  # far outside: the padding voxel's value
+        lo.append(base)
+        w.append(frac)
+    hi = [np.minimum(b + 1, labels.shape[a] - 1) for a, b in enumerate(lo)]
+    corners = [(c0, c1, c2) for c0 in (0, 1) for c1 in (0, 1) for c2 in (0, 1)]
+    pick = [(lo[a], hi[a]) for a in range(3)]
+    first = labels[np.ix_(pick[0][0], pick[1][0], pick[2][0])]
+    uniform = np.ones(first.shape, dtype=bool)
+    for c in corners[1:]:
+        uniform &= labels[np.ix_(pick[0][c[0]], pick[1][c[1]], pick[2][c[2]])] == first
+    out = first
+    if (~uniform).mean() > 0.3:  # labels change almost everywhere (an untrained network): resample it all
+        return resample_to_input_grid(scores, affine, shape).argmax(0).numpy().astype(np.uint8)
+    todo = np.nonzero(~uniform)
+    if todo[0].size:
+        # the same one-voxel border as the labels: replicated edges, one-hot background on cropped faces
+        padded = torch.nn.functional.pad(probs[None], (1, 1, 1, 1, 1, 1), mode="replicate")[0]
+        for a in range(3):
+            for side, index in ((0, 0), (1, -1)):
+                if cropped[2 * a + side]:
+                    plane = (slice(None),) + (slice(None),) * a + (index,)
+                    padded[plane] = 0.0
+                    padded[(0,) + plane[1:]] = 1.0
+        flat = padded.reshape(n_classes, -1).numpy()
+        strides = (labels.shape[1] * labels.shape[2], labels.shape[2], 1)
+        acc = np.zeros((n_classes, todo[0].size), dtype=np.float64)
+        for c in corners:
+            index = sum(pick[a][c[a]][todo[a]] * strides[a] for a in range(3))
+            weight = np.ones(todo[0].size)
+            for a in range(3):
+                wa = w[a][todo[a]]
+                weight *= wa if c[a] else 1.0 - wa
+            acc += flat[:, index] * weight
+        out = out.copy()
+        out[todo] = acc.argmax(0).astype(np.uint8)
+    # source-axis order -> output-axis order
+    return np.ascontiguousarray(out.transpose(np.argsort(out_axis)))
+
+
+def check_dicom_series(folder: Path) -> list[Path]:
+    """The DICOM files of a folder that holds exactly one series; an error naming the folder otherwise."""
+    import pydicom
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    series: dict[str, int] = {}
+    usable = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+            continue
+        uid = str(getattr(ds, "SeriesInstanceUID", "unknown"))
+        series[uid] = series.get(uid, 0) + 1
+        usable.append(f)
+    if not usable:
+        raise InputError(f"{folder}: no DICOM files found; pass a folder of one DICOM series or a NIfTI file")
+    if len(series) > 1:
+        detail = ", ".join(f"{uid} ({n} files)" for uid, n in series.items())
+        raise InputError(f"{folder}: holds {len(series)} DICOM series ({detail}); put each series in its own folder")
+    return usable
+
+
+def load_scan(source: str | Path | list[str | Path]) -> MetaTensor:
+    """Load a scan channel-first in its file's voxel order, with its affine (RAS) in the metadata."""
+    if isinstance(source, (list, tuple)):
+        paths = [str(p) for p in source]
+        for p in paths:
+            if not Path(p).is_file():
+                raise InputError(f"{p}: file not found")
+        reader = "NibabelReader"
+        target: str | list[str] = paths
+    else:
+        path = Path(source)
+        if path.is_dir():
+            check_dicom_series(path)
+            reader, target = "PydicomReader", str(path)
+        elif path.is_file():
+            reader, target = "NibabelReader", str(path)
+        else:
+            raise InputError(f"{path}: not found")
+    try:
+        img = mt.LoadImage(reader=reader, ensure_channel_first=True, image_only=True)(target)
+    except Exception as err:  # readers raise many types for corrupt or truncated files
+        raise InputError(f"{source}: cannot read the scan ({type(err).__name__}: {err})") from err
+    if img.ndim != 4:
+        raise InputError(f"{source}: expected a 3D scan (optionally with channels), got shape {tuple(img.shape)}")
+    if not torch.isfinite(img).all():
+        raise InputError(f"{source}: contains NaN or infinite intensities; fix or re-export the scan")
+    return img
+
+
+@dataclass
+class Predictor:
+    """Segment scans with a trained network and a preprocessing recipe.
+
+    Args:
+        model: a module returning logits (B, C, *spatial).
+        recipe: the preprocessing recipe the model was trained with.
+        roi_size: sliding-window size (the training patch size).
+        sw_batch_size: windows per forward pass.
+        overlap: sliding-window overlap.
+        device: where the network runs.
+        tta: average the softmax over all mirrorings of the spatial axes (8 passes in 3D).
+        in_channels: channels the model expects (checked per scan).
+        amp: bfloat16 autocast on CUDA.
+        precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
+            any device: about 2x faster on CPUs with native bf16, e.g. AMX/AVX512-BF16; labels can differ from
+            fp32 at near-ties, measured in benchmarks/bench_predict.py).
+        interpolation: how labels reach the input grid: ``linear`` (class probabilities interpolated, as
+            nnU-Net exports) or ``nearest`` (argmax on the network's grid, nearest label: MONAI's Invertd).
+    """
+
+    model: torch.nn.Module
+    recipe: Recipe
+    roi_size: tuple[int, ...]
+    sw_batch_size: int = 4
+    overlap: float = 0.5
+    device: str | torch.device = "cpu"
+    tta: bool = False
+    in_channels: int | None = None
+    amp: bool = True
+    label_names: dict[int, str] = field(default_factory=dict)
+    interpolation: str = "linear"
+    precision: str = "auto"
+    sw_mode: str = "gaussian"
+
+    @classmethod
+    def from_card(cls, model: torch.nn.Module, card: ModelCard, **overrides) -> Predictor:
+        """A predictor with the card's recipe, window, overlap, window batch, channels and labels; ``overrides``
+        replace any of them (``overlap``, ``sw_batch_size``, ``device``, ``tta``, ``precision``...)."""
+        settings = {
+            "recipe": card.recipe,
+            "roi_size": card.roi_size,
+            "sw_batch_size": card.sw_batch_size,
+            "overlap": card.sw_overlap,
+            "sw_mode": card.sw_mode,
+            "in_channels": card.in_channels,
+            "label_names": {i: n for i, n in (card.labels or {}).items() if i != 0},
+        }
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(model, **settings)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
+        self.model = self.model.to(self.device).eval()
+        self.preprocess = mt.Compose(deterministic_transforms(self.recipe, keys=("image",), load=False))
+
+    @property
+    def autocast_bf16(self) -> bool:
+        """Whether the network runs under bf16 autocast on this device."""
+        if self.precision == "auto":
+            return self.amp and torch.device(self.device).type == "cuda"
+        return self.precision == "bf16"
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        kind = torch.device(self.device).type
+
+        def network(windows: torch.Tensor) -> torch.Tensor:
+            return self.model(windows).float()  # stitch in fp32 (under autocast the windows come out in bf16)
+
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            try:
+                return sliding_window_inference(
+                    x, self.roi_size, self.sw_batch_size, network, overlap=self.overlap, mode=self.sw_mode
+                ).float()
+            except torch.OutOfMemoryError:
+                # the whole-volume output does not fit beside the network: windows stay on the accelerator,
+                # the stitched output (and its gaussian weights) lives in CPU memory
+                if kind == "cuda":
+                    torch.cuda.empty_cache()
+                warnings.warn(
+                    f"out of memory on {self.device} for a {tuple(x.shape[2:])} volume; stitching windows on the CPU",
+                    stacklevel=2,
+                )
+                return sliding_window_inference(
+                    x,
+                    self.roi_size,
+                    self.sw_batch_size,
+                    network,
+                    overlap=self.overlap,
+                    mode=self.sw_mode,
+                    sw_device=self.device,
+                    device="cpu",
+                ).float()
+
+    def check_channels(self, image: MetaTensor) -> None:
+        """A clear error when a scan's channel count differs from the model's."""
+        if self.in_channels is not None and image.shape[0] != self.in_channels:
+            raise InputError(
+                f"{image.meta.get('filename_or_obj', 'scan')}: has {image.shape[0]} channel(s), the model expects "
+                f"{self.in_channels}"
+            )
+
+    def probabilities(self, image: MetaTensor, modality: str = "CT") -> MetaTensor:
+        """Class probabilities on the preprocessed grid (C, *spatial), with that grid's affine."""
+        self.check_channels(image)
+        return self.probabilities_from_preprocessed(self.preprocess({"image": image, "modality": modality}))
+
+    @torch.inference_mode()
+    def probabilities_from_preprocessed(self, data: dict, image: MetaTensor | None = None) -> MetaTensor:
+        """Probabilities for the output of :attr:`preprocess` (``image`` is only used for its channel count)."""
+        if image is not None:
+            self.check_channels(image)
+        x = data["image"].unsqueeze(0).to(self.device)
+        probs = torch.softmax(self._logits(x), dim=1)
+        if self.tta:
+            spatial = list(range(2, x.ndim))
+            flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
+            for dims in flips:
+                probs += torch.softmax(self._logits(torch.flip(x, dims)), dim=1).flip(dims)
+            probs /= len(flips) + 1
+        out = MetaTensor(probs[0].cpu(), affine=data["image"].affine)
+        out.meta["cropped"] = cropped_faces(data["image"])
+        return out
+
+    def to_input_grid(
+        self, image: MetaTensor, probs: MetaTensor, with_probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Labels (and probabilities) resampled onto ``image``'s own voxel grid, with its affine.
+
+        Without probabilities the labels come from :func:`labels_on_input_grid`: the same labels, with only
+        the voxels at label boundaries interpolated.
+        """
+        affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
+        if not with_probabilities:
+            return labels_on_input_grid(probs, affine, tuple(image.shape[1:]), self.interpolation), affine, None
+        on_input = resample_to_input_grid(probs, affine, tuple(image.shape[1:]))
+        return on_input.argmax(0).numpy().astype(np.uint8), affine, on_input.numpy()
+
+    def predict_case(
+        self, source, modality: str = "CT", with_probabilities: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Labels of one scan in the scan's own voxel order, the scan's affine, and (optionally) probabilities."""
+        image = load_scan(source)
+        return self.to_input_grid(image, self.probabilities(image, modality), with_probabilities)
+
+    def predict_to_file(self, source, out_path: str | Path, modality: str = "CT") -> Path:
+        """Predict one scan and write the label NIfTI (atomically) on the scan's grid and header."""
+        labels, affine, _ = self.predict_case(source, modality)
+        return save_nifti(labels, affine, out_path, header=nifti_header(source))
+
+
+def nifti_header(source) -> nib.Nifti1Header | None:
+    """The header of a NIfTI input (first channel file), to copy into its prediction; None for DICOM."""
+    first = source[0] if isinstance(source, (list, tuple)) else source
+    if Path(first).is_file() and str(first).endswith((".nii", ".nii.gz")):
+        return nib.load(str(first)).header.copy()
+    return None

@@ -1,0 +1,346 @@
+"""The one LightningModule for every model: DiceCE loss, configurable optimiser and schedule,
+gaussian sliding-window validation scored by the metric suite, per-organ Dice logged (DDP-exact).
+
+The module's network is built from its :class:`~amos_zoo.card.ModelCard` (:attr:`SegmentationModule.card`), and
+every checkpoint stores that card, so a checkpoint alone can segment a scan.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+
+from amos_zoo.card import ModelCard
+from amos_zoo.data.labels import label_key
+from amos_zoo.data.recipes import Recipe
+from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
+from amos_zoo.metrics.case import evaluate_case
+
+__all__ = ["SegmentationModule"]
+
+
+class SegmentationModule(pl.LightningModule):
+    """Train and validate any registered model.
+
+    Args:
+        arch: model registry name (``unet``, ``unetr``, ``swin_unetr``, ``vnet``, ``dynunet``).
+        arch_kwargs: MONAI constructor overrides (e.g. ``{"feature_size": 12}``).
+        in_channels: input channels (linked from the data module by the CLI).
+        num_classes: classes including background (linked from the data module).
+        roi_size: sliding-window size (linked from the recipe's patch size).
+        label_names: id -> organ name for logs (linked from the data module).
+        optimizer: ``adamw``, ``adam`` or ``sgd``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        momentum: SGD momentum (nnU-Net uses 0.99 with nesterov).
+        scheduler: ``warmup_cosine`` (linear warm-up then cosine decay, per step: research-contributions'
+            LinearWarmupCosineAnnealingLR curve), ``plateau``
+            (ReduceLROnPlateau on ``val/mean_dice``), ``poly`` (nnU-Net) or ``none``.
+        warmup_steps: linear warm-up steps for ``warmup_cosine``.
+        max_steps: schedule length in optimiser steps (set it equal to ``trainer.max_steps``).
+        sw_batch_size: windows per forward pass in sliding-window inference.
+        sw_overlap: window overlap.
+        sw_mode: window blending, ``gaussian`` or ``constant`` (MONAI's ``sliding_window_inference`` modes).
+        loss_kwargs: extra ``DiceCELoss`` arguments (``squared_pred``, ``smooth_nr``, ``smooth_dr``...).
+        warmup_start_lr: learning rate at step 0 of ``warmup_cosine``.
+        min_lr: learning rate at the end of ``warmup_cosine``.
+        val_metrics: metrics computed in validation (``dice``, ``nsd``, ``hd95``, ``assd``).
+        nsd_tolerance: NSD tolerance preset or mm.
+        pretrained: weights to start from (registry name, path, file:// or http(s) URL, MONAI bundle); loaded
+            in ``setup("fit")`` (a resumed run then restores its own checkpoint over them). Layers that match are
+            kept; the output head is re-initialised when the label set differs.
+        pretrained_sha256: expected SHA-256 of ``pretrained``.
+        trust_pretrained: allow unverified downloads and full unpickling of ``pretrained``.
+        freeze_encoder_epochs: keep the encoder's weights fixed for this many epochs (their gradients are
+            dropped before each optimiser step, which stays exact under DDP).
+        pretrained_lr_scale: learning-rate factor for the layers loaded from ``pretrained`` (e.g. 0.1).
+        head_init: for a new label set, ``transfer`` copies the head channels of classes both label sets name
+            alike (background, spleen...) and initialises the others afresh; ``random`` re-initialises all.
+        preprocessing: the data module's recipe as a dictionary (linked by the CLI; filled from the data module when
+            training starts otherwise): part of the model card every checkpoint carries.
+        legacy_patch_merging: Swin-UNETR with MONAI < 1.5's patch merging (set when fine-tuning from such weights).
+        protocol: name of the training protocol (recorded in the model card).
+    """
+
+    def __init__(
+        self,
+        arch: str = "unet",
+        arch_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 1,
+        num_classes: int = 16,
+        roi_size: tuple[int, ...] = (96, 96, 96),
+        label_names: dict[int, str] | None = None,
+        optimizer: str = "adamw",
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        momentum: float = 0.99,
+        scheduler: str = "warmup_cosine",
+        warmup_steps: int = 0,
+        max_steps: int = 1000,
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.5,
+        sw_mode: str = "gaussian",
+        loss_kwargs: dict[str, Any] | None = None,
+        warmup_start_lr: float = 0.0,
+        min_lr: float = 0.0,
+        val_metrics: tuple[str, ...] = ("dice",),
+        nsd_tolerance: str | float = "uniform-2mm",
+        pretrained: str | None = None,
+        pretrained_sha256: str | None = None,
+        trust_pretrained: bool = False,
+        freeze_encoder_epochs: int = 0,
+        pretrained_lr_scale: float = 1.0,
+        head_init: str = "transfer",
+        preprocessing: dict[str, Any] | None = None,
+        legacy_patch_merging: bool = False,
+        protocol: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.label_ids = list(range(1, num_classes))
+        names = {int(k): v for k, v in (label_names or {}).items()}
+        self.label_names = {i: names.get(i, f"class_{i}") for i in self.label_ids}
+        self.net = self.card.build_network()
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, **(loss_kwargs or {}))
+        self.log_names = {i: re.sub(r"[^0-9a-zA-Z]+", "_", n).strip("_") for i, n in self.label_names.items()}
+        self._val = MetricAccumulator(self.label_names, self.hparams.val_metrics)
+        self._pretrained_keys: set[str] = set()
+        self.pretrained_report: Any = None
+
+    @property
+    def card(self) -> ModelCard:
+        """The model card of this network (architecture, channels, labels, recipe, window, patch merging)."""
+        hp = self.hparams
+        return ModelCard(
+            arch=hp.arch,
+            arch_kwargs=dict(hp.arch_kwargs or {}),
+            in_channels=hp.in_channels,
+            labels={0: "background", **self.label_names},
+            recipe=Recipe.from_dict(hp.preprocessing) if hp.preprocessing else None,
+            roi_size=tuple(hp.roi_size),
+            sw_batch_size=hp.sw_batch_size,
+            sw_overlap=hp.sw_overlap,
+            sw_mode=hp.sw_mode,
+            legacy_patch_merging=hp.legacy_patch_merging,
+            protocol=hp.protocol,
+        )
+
+    # ---- fine-tuning ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.hparams.preprocessing is None and datamodule is not None and hasattr(datamodule, "recipe"):
+            self.hparams.preprocessing = datamodule.recipe.to_dict()  # every checkpoint's card names its recipe
+        if stage == "fit" and self.hparams.pretrained and self.pretrained_report is None:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> Any:
+        """Load ``pretrained`` into the network: matching layers kept, the head re-initialised for a new label set.
+
+        Returns the :class:`~amos_zoo.weights.LoadReport` (also printed and kept as ``pretrained_report``).
+        """
+        from amos_zoo.models.registry import head_class_dims
+        from amos_zoo.weights.formats import read_weights_file, to_model_keys
+        from amos_zoo.weights.loading import apply_weights, file_card, resolve, transfer_head
+
+        hp = self.hparams
+        path, entry, verified = resolve(hp.pretrained, sha256=hp.pretrained_sha256, trust=hp.trust_pretrained)
+        raw = read_weights_file(path, trust=hp.trust_pretrained)
+        card = file_card(raw, entry)
+        if card is not None and card.arch != hp.arch:
+            raise ValueError(f"weights {hp.pretrained!r} are for {card.arch}, but this run trains {hp.arch}")
+        ours = {0: "background", **self.label_names}
+        theirs = card.labels if card is not None else None
+        same_labels = theirs is not None and _same_names(theirs, ours)
+        class_dims = head_class_dims(hp.arch, hp.in_channels, hp.num_classes, **self.card.network_kwargs)
+        reinit = set(class_dims) if theirs is not None and not same_labels else set()
+        report = apply_weights(self.net, raw, card, source=str(hp.pretrained), reinit=reinit, reinit_head=True)
+        report.verified = verified
+        if theirs is not None and not same_labels and self.hparams.head_init == "transfer":
+            by_name = {label_key(name): i for i, name in theirs.items()}
+            class_map = {i: by_name[label_key(n)] for i, n in ours.items() if label_key(n) in by_name}
+            state, _ = to_model_keys(raw)
+            copied = transfer_head(self.net, state, class_dims, class_map)
+            if copied:
+                shared = ", ".join(ours[i] for i in sorted(class_map))
+                print(f"amos-zoo fine-tune: head channels of the shared classes ({shared}) copied from the weights")
+        if report.legacy_patch_merging:  # the saved hyperparameters (and card) must rebuild the same computation
+            hp.legacy_patch_merging = True
+        self._pretrained_keys = set(report.loaded)
+        self.pretrained_report = report
+        print(f"amos-zoo fine-tune: {report.summary()}")
+        return report
+
+    def _encoder_parameters(self) -> list[torch.nn.Parameter]:
+        from amos_zoo.models.registry import MODEL_REGISTRY
+
+        rule = MODEL_REGISTRY[self.hparams.arch].is_encoder_key
+        return [p for name, p in self.net.named_parameters() if rule(name)]
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Frozen encoder epochs: drop the encoder's gradients (after the DDP all-reduce) so it does not move."""
+        if self.current_epoch < self.hparams.freeze_encoder_epochs:
+            for param in self._encoder_parameters():
+                param.grad = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C, *spatial)."""
+        return self.net(x)
+
+    # ---- training ---------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, label = batch["image"], batch["label"]
+        loss = self.loss(self(image), label)
+        self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
+        return loss
+
+    # ---- validation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sliding_window(self, image: torch.Tensor) -> torch.Tensor:
+        """Gaussian-weighted sliding-window logits of a whole volume."""
+        return sliding_window_inference(
+            image,
+            roi_size=self.hparams.roi_size,
+            sw_batch_size=self.hparams.sw_batch_size,
+            predictor=self,
+            overlap=self.hparams.sw_overlap,
+            mode=self.hparams.sw_mode,
+        )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        image, label = batch["image"], batch["label"]
+        pred = self.sliding_window(image).argmax(1)
+        spacing = _spacing_of(image)
+        case_ids, modalities = batch.get("case_id"), batch.get("modality")
+        for b in range(image.shape[0]):
+            values = evaluate_case(
+                label[b, 0].cpu().numpy().astype("uint8"),
+                pred[b].cpu().numpy().astype("uint8"),
+                spacing,
+                self.label_ids,
+                metrics=self.hparams.val_metrics,
+                tolerance=self.hparams.nsd_tolerance,
+            )
+            key = str(case_ids[b]) if case_ids is not None else f"{self.global_rank}:{batch_idx}:{b}"
+            modality = str(modalities[b]) if modalities is not None else "CT"
+            self._val.add(CaseResult(key, modality, values))
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-organ means over every validation case of every process (each case once, by its id), aggregated
+        by the metric suite's accumulator (the same code as ``amos-zoo evaluate``)."""
+        self._val.gather()
+        summary = self._val.summary()
+        self._val.reset()
+        overall = summary["all"]
+        nan = float("nan")
+        for metric in self.hparams.val_metrics:
+            for lid, name in self.label_names.items():
+                value = overall["per_organ"][name][metric]
+                self.log(f"val/{metric}_{self.log_names[lid]}", nan if value is None else value, sync_dist=False)
+            mean = overall["overall"][metric]
+            self.log(f"val/mean_{metric}", nan if mean is None else mean, prog_bar=True, sync_dist=False)
+        self.log("val/cases", float(overall["cases"]), sync_dist=False)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Labels on the preprocessed grid (``amos-zoo predict --weights`` maps them back to the input grid)."""
+        labels = self.sliding_window(batch["image"]).argmax(1)
+        return {"case_id": batch.get("case_id"), "labels": labels.to(torch.uint8).cpu()}
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint whose label map differs from the data module's (clear error, not a shape clash)."""
+        stored = checkpoint.get("amos_zoo", {}).get("labels")
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if stored is None or datamodule is None or not hasattr(datamodule, "index"):
+            return
+        current = datamodule.index.labels.to_json()
+        if stored != current:
+            raise ValueError(
+                f"the checkpoint was trained with labels {stored} but the dataset {datamodule.root} has {current}; "
+                "use a checkpoint for this label map, or fine-tune from weights instead of resuming"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the model card (and the dataset's label map as written), so a checkpoint alone can segment a scan."""
+        meta: dict[str, Any] = {"format": 2, "card": self.card.to_dict()}
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "index"):
+            meta["labels"] = datamodule.index.labels.to_json()
+        checkpoint["amos_zoo"] = meta
+
+    # ---- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params: Any = self.parameters()
+        if self._pretrained_keys and hp.pretrained_lr_scale != 1.0:
+            named = dict(self.net.named_parameters())
+            pre = [p for k, p in named.items() if k in self._pretrained_keys]
+            new = [p for k, p in named.items() if k not in self._pretrained_keys]
+            params = [{"params": pre, "lr": hp.lr * hp.pretrained_lr_scale}, {"params": new, "lr": hp.lr}]
+        if hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum, nesterov=True)
+        else:
+            raise ValueError(f"optimizer must be adamw, adam or sgd; got {hp.optimizer!r}")
+        if hp.scheduler == "none":
+            return opt
+        if hp.scheduler == "warmup_cosine":
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, _warmup_cosine(hp.warmup_steps, hp.max_steps, hp.warmup_start_lr / hp.lr, hp.min_lr / hp.lr)
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if hp.scheduler == "poly":
+            sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max(1, hp.max_steps), power=0.9)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if hp.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.2, patience=30)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/mean_dice"}}
+        raise ValueError(f"scheduler must be warmup_cosine, poly, plateau or none; got {hp.scheduler!r}")
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step a scheduler (with the monitored value for ReduceLROnPlateau)."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+
+def _warmup_cosine(warmup: int, total: int, start: float, end: float):
+    """LR factor at step t: linear from ``start`` to 1 over ``warmup`` steps, then cosine down to ``end`` at
+    ``total`` (research-contributions' LinearWarmupCosineAnnealingLR closed form, per step instead of per epoch)."""
+    import math
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return start + t * (1.0 - start) / max(warmup - 1, 1)
+        span = max(total - warmup, 1)
+        return end + 0.5 * (1.0 - end) * (1.0 + math.cos(math.pi * min(t - warmup, span) / span))
+
+    return factor
+
+
+def _same_names(a: dict[int, str], b: dict[int, str]) -> bool:
+    """Two label maps with the same ids and names (case, spaces and underscores ignored)."""
+
+    return sorted(a) == sorted(b) and all(label_key(a[i]) == label_key(b[i]) for i in a)
+
+
+def _spacing_of(image: torch.Tensor) -> tuple[float, ...]:
+    """Voxel spacing of a (batched) MetaTensor from its affine; 1 mm when there is none."""
+    affine = getattr(image, "affine", None)
+    n = image.ndim - 2
+    if affine is None:
+        return (1.0,) * n
+    a = torch.as_tensor(affine)
+    if a.ndim == 3:
+        a = a[0]
+    return tuple(float(v) for v in torch.linalg.norm(a[:n, :n].double(), dim=0))
