@@ -59,6 +59,7 @@ class ModelCard:
         sw_mode: window blending (``gaussian`` or ``constant``).
         legacy_patch_merging: Swin-UNETR only: run MONAI < 1.5's patch merging (checkpoints trained before the fix).
         protocol: the training protocol's name (``amos-zoo protocol show NAME``), when known.
+        tta: the protocol predicts with mirror test-time augmentation (the predictor's default for this card).
     """
 
     arch: str
@@ -72,6 +73,7 @@ class ModelCard:
     sw_mode: str = "gaussian"
     legacy_patch_merging: bool = False
     protocol: str | None = None
+    tta: bool = False
 
     def __post_init__(self) -> None:
         from amos_zoo.models.registry import MODEL_REGISTRY

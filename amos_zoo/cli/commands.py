@@ -298,7 +298,7 @@ def predict(
     out: Path,
     split: str = "test",
     modality: Literal["CT", "MRI"] | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     overlap: float | None = None,
     sw_batch_size: int | None = None,
     precision: Literal["auto", "fp32", "bf16"] = "auto",
@@ -318,7 +318,7 @@ def predict(
         out: output folder.
         split: dataset.json split to predict.
         modality: override the modality of every input.
-        tta: mirror test-time augmentation (8 passes in 3D).
+        tta: mirror test-time augmentation (8 passes in 3D); default: the model card's protocol (--no_tta: off).
         overlap: sliding-window overlap (default: the model card's).
         sw_batch_size: windows per forward pass (default: the model card's).
         precision: auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU is about 2x faster where the CPU has

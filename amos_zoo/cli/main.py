@@ -44,7 +44,7 @@ def _subparser(fn: Callable, prog: str):
     params = inspect.signature(fn).parameters
     helps = {p.arg_name: p.description for p in docstring_parser.parse(inspect.getdoc(fn) or "").params}
     positional = list(getattr(fn, "positional", ()))
-    flags = [name for name, p in params.items() if p.annotation in (bool, "bool")]
+    flags = [name for name, p in params.items() if p.annotation in (bool, "bool", "bool | None")]
     for name in positional:  # named first, in order: `amos-zoo protocol show NAME`
         parser.add_argument(name, type=str, help=helps.get(name, ""))
     parser.add_function_arguments(fn, as_positional=False, skip=set(flags) | set(positional))

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: bump when the cached content changes meaning (new deterministic transform, dtype...)
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: uint8 labels and sampled class locations in training entries
 
 
 def _monai_globals() -> list:
@@ -47,18 +47,15 @@ def allow_cache_types() -> list:
 
 
 def recipe_cache_key(recipe) -> str:
-    """Suffix of every cache entry's name: a hash of the recipe's deterministic settings, the cache format
-    version and the MONAI version, so entries of another recipe or an older pipeline are never read."""
+    """Suffix of every cache entry's name: a hash of the recipe's deterministic chain (every transform and its
+    arguments, :func:`~amos_zoo.data.recipes.preprocessing_spec`), the cache format version and the MONAI version,
+    so entries of another recipe, another plan or an older pipeline are never read."""
     import monai
 
-    settings = {
-        "spacing": list(recipe.spacing),
-        "ct_window": list(recipe.ct_window),
-        "mri_percentiles": list(recipe.mri_percentiles),
-        "crop_foreground": recipe.crop_foreground,
-        "format": CACHE_FORMAT_VERSION,
-        "monai": monai.__version__,
-    }
+    from amos_zoo.data.recipes import preprocessing_spec
+
+    chain = [(spec.target, {k: str(v) for k, v in spec.kwargs.items()}) for spec in preprocessing_spec(recipe)]
+    settings = {"chain": chain, "format": CACHE_FORMAT_VERSION, "monai": monai.__version__}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -65,6 +65,8 @@ def to_nnunet(data: str | Path, out: str | Path, dataset_id: int = 501, name: st
             "labels": labels,
             "numTraining": len(index.split("training")),
             "file_ending": ".nii.gz",
+            # nnU-Net's own AMOS conversions read with reorientation to RAS, as amos-zoo's pipeline does
+            "overwrite_image_reader_writer": "NibabelIOWithReorient",
             "name": name,
             "description": f"converted by amos-zoo from {Path(data).resolve()}; validation cases are in imagesTs "
             "with references in labelsTs",

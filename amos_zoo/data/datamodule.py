@@ -79,6 +79,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             validation split together, as nnU-Net Revisited evaluated AMOS), split as nnU-Net splits
             (:func:`amos_zoo.data.folds.crossval_split`); None: the official training / validation split.
         num_folds: number of cross-validation folds.
+        epoch_iterations: batches per training epoch (nnU-Net's 250); None: one pass over the training cases.
     """
 
     def __init__(
@@ -104,12 +105,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         spatial_dims: int = 3,
         fold: int | None = None,
         num_folds: int = 5,
+        epoch_iterations: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root)
         self.task = task
-        self.recipe: Recipe = get_recipe(recipe, spacing=spacing, patch_size=patch_size, num_samples=num_samples)
+        self.recipe: Recipe = get_recipe(
+            recipe, task=task, spacing=spacing, patch_size=patch_size, num_samples=num_samples
+        )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.cache = cache
@@ -255,6 +259,38 @@ class SegmentationDataModule(pl.LightningDataModule):
             out.append(d)
         return out
 
+    # ---- the dataset's plan (nnU-Net's fingerprint) --------------------------------------------------------
+    @property
+    def plan_path(self) -> Path:
+        """Where the plan of this recipe and task is written: beside the preprocessing cache."""
+        return self.cache_dir / f"plan-{self.recipe.name}-{self.task}.json"
+
+    def plan_cases(self) -> list[tuple[str, list[str], str]]:
+        """The cases a plan fingerprints: every labelled case of the task (training and validation splits), as
+        nnU-Net's AMOS conversions and the AMOS authors' fork put all of them in imagesTr."""
+        index = self.index
+        cases = [c for split in ("training", "validation") if split in index.splits for c in index.splits[split]]
+        wanted = set(c.case_id for c in select_task_cases(index, self.hparams.train_split, self.task))
+        if self.hparams.val_split in index.splits:
+            wanted |= {c.case_id for c in select_task_cases(index, self.hparams.val_split, self.task)}
+        return [(c.case_id, [str(p) for p in c.images], str(c.label)) for c in cases if c.label and c.case_id in wanted]
+
+    def ensure_plan(self, progress: bool = True) -> None:
+        """Complete a planned recipe from the dataset's plan (made once, beside the cache, then read back)."""
+        if not self.recipe.needs_plan:
+            return
+        from amos_zoo.data.plan import load_plan, make_plan
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if self.plan_path.is_file():
+            plan = load_plan(self.plan_path)
+        else:
+            workers = max(1, min(self.num_workers or 1, os.cpu_count() or 1))
+            plan = make_plan(
+                self.plan_cases(), self.recipe.name, self.recipe.fingerprint, self.plan_path, workers, progress
+            )
+        self.recipe = self.recipe.with_plan(plan)
+
     def _dataset(self, data: list[dict], chain: list, stage: str) -> Dataset:
         """A cached dataset. PersistentDataset stores everything before the first random transform, which
         for training includes the padding to the patch size: the entry name says which stage and patch."""
@@ -276,22 +312,26 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Build the datasets (runs on every process)."""
         if self.spatial_dims == 2:
             return self._setup_2d(stage)
+        self.ensure_plan()
         deterministic = deterministic_transforms(self.recipe)
         if stage in (None, "fit"):
             self.train_ds = self._dataset(
-                self.case_dicts("train"), deterministic + train_transforms(self.recipe), "train"
+                self.case_dicts("train"), deterministic + train_transforms(self.recipe, self.batch_size), "train"
             )
         if stage in (None, "fit", "validate", "test"):
             self.val_ds = self._dataset(self.case_dicts("val"), deterministic, "val")
 
     def prepare_data(self) -> None:
         """Fill the preprocessing cache once (rank 0) so later epochs and processes only read it."""
-        if self.cache != "disk" or self.spatial_dims == 2:  # 2D slices are small PNGs: read directly
+        if self.spatial_dims == 2:  # 2D slices are small PNGs: read directly
+            return
+        self.ensure_plan()
+        if self.cache != "disk":
             return
         deterministic = deterministic_transforms(self.recipe)
         for stage in ("train", "val"):
             data = self.case_dicts(stage)
-            chain = deterministic + (train_transforms(self.recipe) if stage == "train" else [])
+            chain = deterministic + (train_transforms(self.recipe, self.batch_size) if stage == "train" else [])
             ds = self._dataset(data, chain, stage)
             for item in data:
                 ds._cachecheck(item)
@@ -303,7 +343,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         Order and augmentation come from (seed, epoch, index); when training resumes from a mid-epoch
         checkpoint, the batches of that epoch already trained are skipped.
         """
-        sampler = EpochSeededSampler(self.train_ds, seed=self.hparams.seed, batch_size=self.batch_size)
+        sampler = EpochSeededSampler(
+            self.train_ds,
+            seed=self.hparams.seed,
+            batch_size=self.batch_size,
+            epoch_iterations=self.hparams.epoch_iterations,
+        )
         trainer = self.trainer
         if trainer is not None and trainer.fit_loop.restarting and trainer.global_step > 0:
             # batches of the current epoch trained before the restart, from the restored step count
@@ -314,7 +359,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             done_steps = trainer.global_step - trainer.current_epoch * steps_per_epoch
             sampler.skip_batches = min(max(done_steps, 0) * accumulate, batches_per_epoch)
         return ResumableDataLoader(
-            EpochSeededDataset(self.train_ds, seed=self.hparams.seed),
+            EpochSeededDataset(self.train_ds, seed=self.hparams.seed, batch_size=self.batch_size),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,

@@ -21,11 +21,11 @@ __all__ = ["Recipe", "RECIPES", "get_recipe", "Ref", "TransformSpec", "preproces
 
 
 #: values a recipe's choice fields take
-CT_NORMALIZATIONS = ("window", "nnunet")
+CT_NORMALIZATIONS = ("window", "nnunet", "zscore")
 CROPS = ("normalized", "nonzero", "none")
 MRI_NORMALIZATIONS = ("percentile", "zscore", "ct")
 SAMPLINGS = ("posneg", "nnunet")
-AUGMENTATIONS = ("btcv", "nnunet", "none")
+AUGMENTATIONS = ("btcv", "nnunet-v2", "nnunet-v1", "none")
 
 
 @dataclass(frozen=True)
@@ -34,32 +34,41 @@ class Recipe:
 
     Attributes:
         name: the protocol the recipe belongs to.
-        spacing: target voxel spacing in mm.
+        spacing: target voxel spacing in mm (with ``spacing_rule="planned"``: filled from the dataset's plan).
+        spacing_rule: ``fixed`` (``spacing``) or ``planned`` (nnU-Net's target spacing of the dataset's fingerprint).
+        fingerprint: how the plan samples the dataset (``nnunet-v2`` or ``nnunet-v1``; :mod:`amos_zoo.data.plan`),
+            needed by ``planned`` spacing and ``nnunet`` CT normalisation; None: no plan.
         patch_size: training patch (and sliding window) size in voxels.
-        ct_normalization: ``window`` (clip to ``ct_window``, scale to [0, 1]) or ``nnunet`` (clip to the training
-            foreground's 0.5 / 99.5 percentiles, z-score with its mean and std: ``intensity_stats`` from the plan).
+        ct_normalization: ``window`` (clip to ``ct_window``, scale to [0, 1]), ``nnunet`` (clip to the training
+            foreground's 0.5 / 99.5 percentiles, z-score with its mean and std: ``intensity_stats`` from the plan) or
+            ``zscore`` (per case, as an MRI: nnU-Net's choice for a channel not named CT).
         ct_window: HU window of ``window``.
         mri_normalization: ``percentile`` (rescale between ``mri_percentiles`` of the case's non-zero voxels to
             [0, 1]), ``zscore`` (per case, nnU-Net's "nonCT") or ``ct`` (the CT normalisation: the AMOS fork's quirk).
-        intensity_stats: ``(lower, upper, mean, std)`` of the training foreground (``nnunet`` CT normalisation).
+        intensity_stats: per channel ``(lower, upper, mean, std)`` of the training foreground (``nnunet`` CT
+            normalisation; filled from the plan).
+        zscore_nonzero_mask: a ``zscore`` normalises over the non-zero region only (nnU-Net's rule, from the plan).
         crop_foreground: ``normalized`` (crop to the voxels above 0 after normalisation: MONAI CropForegroundd's
             default, i.e. above the CT window's lower bound), ``nonzero`` (crop to the raw image's non-zero region
             before normalisation, as nnU-Net) or ``none``.
         sampling: ``posneg`` (MONAI RandCropByPosNegLabeld with ``pos`` / ``neg``) or ``nnunet`` (random crops, a
             fraction ``oversample_foreground`` of them forced to hold foreground).
         num_samples: crops per volume and step.
-        augmentation: ``btcv`` (flips, rot90, intensity scale/shift), ``nnunet`` (nnU-Net's spatial and intensity
-            transforms, as MONAI transforms) or ``none``.
+        augmentation: ``btcv`` (flips, rot90, intensity scale/shift), ``nnunet-v2`` / ``nnunet-v1`` (nnU-Net's
+            spatial and intensity augmentation of that version, as MONAI transforms) or ``none``.
     """
 
     name: str
-    spacing: tuple[float, ...]
+    spacing: tuple[float, ...] | None
     patch_size: tuple[int, ...]
+    spacing_rule: str = "fixed"
+    fingerprint: str | None = None
     ct_normalization: str = "window"
     ct_window: tuple[float, float] = (-175.0, 250.0)
     mri_normalization: str = "percentile"
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
-    intensity_stats: tuple[float, float, float, float] | None = None
+    intensity_stats: tuple[tuple[float, float, float, float], ...] | None = None
+    zscore_nonzero_mask: bool = False
     crop_foreground: str = "normalized"
     sampling: str = "posneg"
     num_samples: int = 4
@@ -73,6 +82,18 @@ class Recipe:
     intensity_factor: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.spacing_rule not in ("fixed", "planned"):
+            raise ValueError(f"recipe {self.name}: spacing_rule must be fixed or planned, got {self.spacing_rule!r}")
+        needs_plan = self.spacing_rule == "planned" or self.ct_normalization == "nnunet"
+        if needs_plan and self.fingerprint not in ("nnunet-v1", "nnunet-v2"):
+            raise ValueError(f"recipe {self.name}: a planned recipe names its fingerprint (nnunet-v1 or nnunet-v2)")
+        if self.spacing_rule == "fixed" and self.spacing is None:
+            raise ValueError(f"recipe {self.name}: a fixed spacing_rule needs a spacing")
+        if self.intensity_stats is not None:
+            stats = self.intensity_stats
+            if stats and not isinstance(stats[0], tuple | list):
+                stats = (stats,)  # one channel's statistics
+            object.__setattr__(self, "intensity_stats", tuple(tuple(float(v) for v in c) for c in stats))
         for field_name, allowed in (
             ("ct_normalization", CT_NORMALIZATIONS),
             ("mri_normalization", MRI_NORMALIZATIONS),
@@ -84,6 +105,22 @@ class Recipe:
                 raise ValueError(
                     f"recipe {self.name}: {field_name} must be one of {allowed}, got {getattr(self, field_name)!r}"
                 )
+
+    @property
+    def needs_plan(self) -> bool:
+        """The recipe takes values from the dataset's plan that it does not hold yet."""
+        return (self.spacing_rule == "planned" and self.spacing is None) or (
+            self.ct_normalization == "nnunet" and self.intensity_stats is None
+        )
+
+    def with_plan(self, plan) -> Recipe:
+        """The recipe completed by a dataset's plan (:class:`amos_zoo.data.plan.Plan`): its target spacing (for a
+        planned spacing), foreground intensity statistics and z-score mask rule."""
+        changes: dict[str, Any] = {"intensity_stats": tuple(tuple(s) for s in plan.intensity_stats)}
+        changes["zscore_nonzero_mask"] = bool(plan.zscore_nonzero_mask)
+        if self.spacing_rule == "planned":
+            changes["spacing"] = tuple(float(v) for v in plan.spacing)
+        return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (stored in checkpoints and run folders)."""
@@ -98,7 +135,11 @@ class Recipe:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"recipe: unknown fields {sorted(unknown)} (written by a newer amos-zoo?)")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(**{k: _tuple(v) for k, v in data.items()})
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
 
 
 class _RecipeTable(Mapping[str, Recipe]):
@@ -131,12 +172,19 @@ class _RecipeTable(Mapping[str, Recipe]):
 RECIPES: Mapping[str, Recipe] = _RecipeTable()
 
 
-def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
-    """A recipe by protocol name (or a Recipe), with fields replaced by non-None ``overrides``."""
+def get_recipe(name: str | Recipe, task: str | None = None, **overrides: Any) -> Recipe:
+    """A recipe by protocol name (or a Recipe), with the card's settings for ``task`` (``recipe.X@task``) and fields
+    replaced by non-None ``overrides``."""
     recipe = name if isinstance(name, Recipe) else RECIPES.get(name)
     if recipe is None:
         raise KeyError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
-    changes = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    changes: dict[str, Any] = {}
+    if task is not None and not isinstance(name, Recipe):
+        from amos_zoo.protocols import get_protocol
+
+        changes.update(get_protocol(name).values("recipe", task=task))
+    changes.update({k: v for k, v in overrides.items() if v is not None})
+    changes = {k: _tuple(v) for k, v in changes.items()}
     return replace(recipe, **changes) if changes else recipe
 
 
@@ -167,6 +215,15 @@ class TransformSpec:
         return Ref(self.target).resolve()(**args)
 
 
+def _spacing(recipe: Recipe) -> tuple[float, ...]:
+    if recipe.spacing is None:
+        raise ValueError(
+            f"recipe {recipe.name}: its spacing is planned from the dataset; plan it first (amos-zoo plan, or let the "
+            "data module plan it in prepare_data)"
+        )
+    return recipe.spacing
+
+
 def preprocessing_spec(
     recipe: Recipe, keys: Sequence[str] = ("image", "label"), load: bool = True
 ) -> list[TransformSpec]:
@@ -188,32 +245,31 @@ def preprocessing_spec(
             )
         )
     crop = {"keys": keys, "source_key": "image", "allow_smaller": True}
+    normalise = TransformSpec(
+        "amos_zoo.data.transforms.ModalityNormalized",
+        {
+            "keys": ["image"],
+            "ct_normalization": recipe.ct_normalization,
+            "ct_window": list(recipe.ct_window),
+            "mri_normalization": recipe.mri_normalization,
+            "mri_percentiles": list(recipe.mri_percentiles),
+            "intensity_stats": None if recipe.intensity_stats is None else [list(c) for c in recipe.intensity_stats],
+            "zscore_nonzero_mask": recipe.zscore_nonzero_mask,
+        },
+    )
+    spacing = TransformSpec(monai + "Spacingd", {"keys": keys, "pixdim": list(_spacing(recipe)), "mode": modes})
     chain += [
         TransformSpec(monai + "EnsureTyped", {"keys": keys, "dtype": Ref("torch.float32"), "track_meta": True}),
         TransformSpec(monai + "Orientationd", {"keys": keys, "axcodes": "RAS"}),
-        TransformSpec(monai + "Spacingd", {"keys": keys, "pixdim": list(recipe.spacing), "mode": modes}),
     ]
-    if recipe.crop_foreground == "nonzero":
-        chain.append(
-            TransformSpec(monai + "CropForegroundd", {**crop, "select_fn": Ref("amos_zoo.data.transforms.nonzero")})
-        )
-    chain.append(
-        TransformSpec(
-            "amos_zoo.data.transforms.ModalityNormalized",
-            {
-                "keys": ["image"],
-                "ct_normalization": recipe.ct_normalization,
-                "ct_window": list(recipe.ct_window),
-                "mri_normalization": recipe.mri_normalization,
-                "mri_percentiles": list(recipe.mri_percentiles),
-                "intensity_stats": None if recipe.intensity_stats is None else list(recipe.intensity_stats),
-            },
-        )
-    )
-    if recipe.crop_foreground == "normalized":
-        chain.append(
-            TransformSpec(monai + "CropForegroundd", {**crop, "select_fn": Ref("amos_zoo.data.transforms.positive")})
-        )
+    if recipe.crop_foreground == "nonzero":  # nnU-Net's order: crop to the non-zero region, normalise, resample
+        nonzero = {**crop, "select_fn": Ref("amos_zoo.data.transforms.nonzero")}
+        chain += [TransformSpec(monai + "CropForegroundd", nonzero), normalise, spacing]
+    else:  # research-contributions' order: resample, normalise, crop to the voxels above the normalised minimum
+        chain += [spacing, normalise]
+        if recipe.crop_foreground == "normalized":
+            positive = {**crop, "select_fn": Ref("amos_zoo.data.transforms.positive")}
+            chain.append(TransformSpec(monai + "CropForegroundd", positive))
     if has_label:
         chain.append(
             TransformSpec(monai + "EnsureTyped", {"keys": ["label"], "dtype": Ref("torch.uint8"), "track_meta": True})

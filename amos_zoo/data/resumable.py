@@ -2,8 +2,9 @@
 of (seed, epoch, index), so a run resumed from a mid-epoch checkpoint sees exactly the batches an
 uninterrupted run would have seen.
 
-The sampler yields ``(epoch, index)`` keys; the dataset wrapper re-seeds the random transforms from
-the key before producing the sample. On resume, the data module tells the sampler how many batches of
+The sampler yields ``(epoch, index, slot)`` keys (``slot``: the sample's position in its batch, which nnU-Net's
+foreground oversampling depends on); the dataset wrapper re-seeds the random transforms from the key and tells
+them the slot before producing the sample. On resume, the data module tells the sampler how many batches of
 the current epoch were already trained (from the restored global step) and the sampler skips them.
 """
 
@@ -34,9 +35,19 @@ class EpochSeededSampler(DistributedSampler):
         batch_size: batch size per process (to convert skipped batches to samples).
         skip_batches: batches of ``skip_epoch`` to leave out (they were trained before a restart).
         skip_epoch: the epoch in which to skip.
+        epoch_iterations: batches per epoch and process (nnU-Net's fixed 250-iteration epoch): the order is made of
+            shuffled passes over the cases, as many as needed; None: one pass over the cases is an epoch.
     """
 
-    def __init__(self, dataset, seed: int = 0, batch_size: int = 1, skip_batches: int = 0, skip_epoch: int = 0):
+    def __init__(
+        self,
+        dataset,
+        seed: int = 0,
+        batch_size: int = 1,
+        skip_batches: int = 0,
+        skip_epoch: int = 0,
+        epoch_iterations: int | None = None,
+    ):
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         super().__init__(
             dataset,
@@ -49,27 +60,48 @@ class EpochSeededSampler(DistributedSampler):
         self.batch_size = batch_size
         self.skip_batches = skip_batches
         self.skip_epoch = skip_epoch
+        self.epoch_iterations = epoch_iterations
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = list(super().__iter__())  # permutation from seed + epoch, this process's shard
+    def __len__(self) -> int:
+        if self.epoch_iterations is None:
+            return super().__len__()
+        return self.epoch_iterations * self.batch_size
+
+    def _fixed_length_order(self) -> list[int]:
+        total = self.epoch_iterations * self.batch_size * self.num_replicas
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order: list[int] = []
+        while len(order) < total:
+            order += torch.randperm(len(self.dataset), generator=generator).tolist()
+        return order[:total][self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        # permutation from seed + epoch, this process's shard
+        indices = self._fixed_length_order() if self.epoch_iterations else list(super().__iter__())
         if self.epoch == self.skip_epoch and self.skip_batches:
             indices = indices[self.skip_batches * self.batch_size :]
-        return iter([(self.epoch, i) for i in indices])
+        return iter([(self.epoch, i, n % self.batch_size) for n, i in enumerate(indices)])
 
 
 class EpochSeededDataset(Dataset):
-    """Wrap a MONAI dataset so that ``ds[(epoch, index)]`` re-seeds its random transforms first."""
+    """Wrap a MONAI dataset so that ``ds[(epoch, index, slot)]`` re-seeds its random transforms and tells them
+    the sample's batch position first."""
 
-    def __init__(self, dataset, seed: int = 0) -> None:
+    def __init__(self, dataset, seed: int = 0, batch_size: int = 1) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index, slot = key if isinstance(key, tuple) else (0, key, 0)
         transform = getattr(self.dataset, "transform", None)
         if transform is not None and hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=sample_seed(self.seed, epoch, index))
+        for t in getattr(transform, "transforms", ()):
+            if hasattr(t, "set_batch_slot"):
+                t.set_batch_slot(slot, self.batch_size)
         return self.dataset[index]

@@ -59,7 +59,18 @@ def _smoke_data(out: Path) -> Path:
     return data
 
 
-def _smoke_args(model: str, out: Path, steps: int, folds: bool) -> list[str]:
+def _smoke_network(model: str, protocol: str) -> dict[str, Any]:
+    """The protocol's network arguments for ``model`` with the smoke sizes: deep supervision and activations stay,
+    the number of deep-supervision heads fits the smaller network."""
+    from amos_zoo.protocols import get_protocol
+
+    kwargs = {**get_protocol(protocol).network(model), **SMOKE_SETTINGS[model]["arch_kwargs"]}
+    if kwargs.get("deep_supervision") and "strides" in kwargs:
+        kwargs["deep_supr_num"] = min(int(kwargs.get("deep_supr_num", 1)), len(kwargs["strides"]) - 2)
+    return kwargs
+
+
+def _smoke_args(model: str, protocol: str, out: Path, steps: int, folds: bool) -> list[str]:
     setting = SMOKE_SETTINGS[model]
     args = [
         "--data.spacing",
@@ -75,7 +86,11 @@ def _smoke_args(model: str, out: Path, steps: int, folds: bool) -> list[str]:
         "--data.cache_dir",
         str(out / "smoke_cache"),
         "--model.arch_kwargs",
-        json.dumps(setting["arch_kwargs"]),
+        json.dumps(_smoke_network(model, protocol)),
+        "--model.epoch_steps",
+        "2",
+        "--data.epoch_iterations",
+        "null",
         "--trainer.val_check_interval",
         str(steps),
         "--trainer.max_steps",
@@ -145,7 +160,7 @@ def run_reproduce(
         str(data),
     ]
     if smoke:
-        common += _smoke_args(model, out, steps, folds is not None)
+        common += _smoke_args(model, protocol, out, steps, folds is not None)
     elif max_steps:
         common += ["--trainer.max_steps", str(max_steps)]
     common += list(extra_args)

@@ -280,6 +280,7 @@ class Predictor:
             "sw_batch_size": card.sw_batch_size,
             "overlap": card.sw_overlap,
             "sw_mode": card.sw_mode,
+            "tta": card.tta,
             "in_channels": card.in_channels,
             "label_names": {i: n for i, n in (card.labels or {}).items() if i != 0},
         }

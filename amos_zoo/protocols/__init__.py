@@ -10,7 +10,8 @@ project chose). The key says where the value goes:
 * ``network.<arg>``: the network's constructor arguments (``model.arch_kwargs``);
 * ``doc.<name>``: documentation only (what the source did, where amos-zoo has no switch for it).
 
-A key ending in ``@<model>`` (``network.feature_size@swin_unetr``) applies only when that model is trained.
+A key ending in ``@<model>`` (``network.feature_size@swin_unetr``) applies only when that model is trained; a
+``recipe`` key ending in ``@<task>`` (``recipe.ct_normalization@amos-ctmr``) only on that AMOS task.
 
 ``amos-zoo fit --protocol btcv/swin_unetr`` applies a card (and that model's network settings); ``amos-zoo protocol
 show btcv`` prints it; ``docs/protocols.md`` is rendered from the cards (a test keeps them equal). This module
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 _TARGETS = ("recipe", "model", "data", "trainer", "network", "doc")
+_TASKS = ("amos-ct", "amos-ctmr", "amos-mr")
 
 
 class ProtocolError(ValueError):
@@ -79,11 +81,12 @@ class Protocol:
     settings: tuple[Setting, ...]
     models: tuple[str, ...] = field(default_factory=tuple)
 
-    def values(self, target: str, model: str | None = None) -> dict[str, Any]:
+    def values(self, target: str, model: str | None = None, task: str | None = None) -> dict[str, Any]:
         """``{key without the target prefix: value}`` of one target (``recipe``, ``model``...), with the settings
-        restricted to ``model`` (``@model``) included when it is given."""
+        restricted to ``model`` or ``task`` (``@...``) included when they are given."""
         out = {s.path: s.value for s in self.settings if s.target == target and s.only_for is None}
-        out.update({s.path: s.value for s in self.settings if s.target == target and s.only_for == model and model})
+        chosen = {v for v in (model, task) if v}
+        out.update({s.path: s.value for s in self.settings if s.target == target and s.only_for in chosen})
         return out
 
     def network(self, model: str) -> dict[str, Any]:
@@ -128,8 +131,8 @@ def _parse(path: Path) -> Protocol:
                 raise ProtocolError(f"{path}: {section}.{key} needs a value and a source")
             if key.split(".", 1)[0] not in _TARGETS or "." not in key:
                 raise ProtocolError(f"{path}: {key}: keys start with one of {', '.join(_TARGETS)} and a dot")
-            if key.split(".", 1)[0] == "recipe" and "@" in key:
-                raise ProtocolError(f"{path}: {key}: a recipe is the same for every model (no @model)")
+            if key.split(".", 1)[0] == "recipe" and "@" in key and key.split("@", 1)[1] not in _TASKS:
+                raise ProtocolError(f"{path}: {key}: a recipe varies by AMOS task (@amos-ct...), not by model")
             settings.append(Setting(section, key, entry["value"], str(entry["source"])))
     keys = [s.key for s in settings]
     dupes = sorted({k for k in keys if keys.count(k) > 1})

@@ -35,13 +35,21 @@ class SegmentationModule(pl.LightningModule):
         roi_size: sliding-window size (linked from the recipe's patch size).
         label_names: id -> organ name for logs (linked from the data module).
         optimizer: ``adamw``, ``adam`` or ``sgd``.
+        amsgrad: Adam / AdamW with the AMSGrad variant (the AMOS authors' nnU-Net v1 trainer).
         lr: learning rate.
         weight_decay: weight decay.
         momentum: SGD momentum (nnU-Net uses 0.99 with nesterov).
         scheduler: ``warmup_cosine`` (linear warm-up then cosine decay, per step: research-contributions'
-            LinearWarmupCosineAnnealingLR curve), ``plateau``
-            (ReduceLROnPlateau on ``val/mean_dice``), ``poly`` (nnU-Net) or ``none``.
+            LinearWarmupCosineAnnealingLR curve), ``poly`` (nnU-Net: ``lr * (1 - t / max_steps) ** 0.9``), ``plateau``
+            (nnU-Net v1: ReduceLROnPlateau on the moving average of the training loss, once per ``epoch_steps``) or
+            ``none``. The ``plateau``
+            options follow.
         warmup_steps: linear warm-up steps for ``warmup_cosine``.
+        epoch_steps: iterations of one nnU-Net epoch (250): ``plateau`` and ``early_stop_patience`` count them.
+        plateau_patience: ``plateau``'s patience in epochs (nnU-Net v1: 30; factor 0.2, threshold 1e-3 absolute,
+            on the loss moving average ``ma = 0.93 ma + 0.07 epoch_loss``).
+        early_stop_patience: nnU-Net v1's stop: after this many epochs without the loss average improving by 5e-4,
+            stop once the learning rate is at or below 1e-6 (else wait patience / 2 more epochs); None: never.
         max_steps: schedule length in optimiser steps (set it equal to ``trainer.max_steps``).
         sw_batch_size: windows per forward pass in sliding-window inference.
         sw_overlap: window overlap.
@@ -65,6 +73,12 @@ class SegmentationModule(pl.LightningModule):
             training starts otherwise): part of the model card every checkpoint carries.
         legacy_patch_merging: Swin-UNETR with MONAI < 1.5's patch merging (set when fine-tuning from such weights).
         protocol: name of the training protocol (recorded in the model card).
+        tta: the protocol predicts with mirror test-time augmentation (model card; ``amos-zoo predict`` and
+            ``reproduce`` follow it).
+
+    A network with deep supervision (DynUNet ``deep_supervision=True``) returns its outputs stacked in training;
+    the loss is then nnU-Net v2's weighting: ``2**-i`` for output ``i``, the lowest resolution weighted 0,
+    normalised to sum 1 (MONAI's DynUNet upsamples every output to the patch, where nnU-Net downsamples the target).
     """
 
     def __init__(
@@ -76,11 +90,15 @@ class SegmentationModule(pl.LightningModule):
         roi_size: tuple[int, ...] = (96, 96, 96),
         label_names: dict[int, str] | None = None,
         optimizer: str = "adamw",
+        amsgrad: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 1e-5,
         momentum: float = 0.99,
         scheduler: str = "warmup_cosine",
         warmup_steps: int = 0,
+        epoch_steps: int = 250,
+        plateau_patience: int = 30,
+        early_stop_patience: int | None = None,
         max_steps: int = 1000,
         sw_batch_size: int = 4,
         sw_overlap: float = 0.5,
@@ -99,6 +117,7 @@ class SegmentationModule(pl.LightningModule):
         preprocessing: dict[str, Any] | None = None,
         legacy_patch_merging: bool = False,
         protocol: str | None = None,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -111,6 +130,8 @@ class SegmentationModule(pl.LightningModule):
         self._val = MetricAccumulator(self.label_names, self.hparams.val_metrics)
         self._pretrained_keys: set[str] = set()
         self.pretrained_report: Any = None
+        self._plateau: Any = None
+        self._fork_epoch: dict[str, Any] = {"losses": [], "ma": None, "best_ma": None, "best_epoch": 0, "epoch": 0}
 
     @property
     def card(self) -> ModelCard:
@@ -128,13 +149,16 @@ class SegmentationModule(pl.LightningModule):
             sw_mode=hp.sw_mode,
             legacy_patch_merging=hp.legacy_patch_merging,
             protocol=hp.protocol,
+            tta=hp.tta,
         )
 
     # ---- fine-tuning ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.hparams.preprocessing is None and datamodule is not None and hasattr(datamodule, "recipe"):
-            self.hparams.preprocessing = datamodule.recipe.to_dict()  # every checkpoint's card names its recipe
+        if datamodule is not None and hasattr(datamodule, "recipe") and getattr(datamodule, "spatial_dims", 3) == 3:
+            # the data module's recipe, completed by the dataset's plan in its setup: every checkpoint's card
+            # carries the preprocessing the network was trained with
+            self.hparams.preprocessing = datamodule.recipe.to_dict()
         if stage == "fit" and self.hparams.pretrained and self.pretrained_report is None:
             self.load_pretrained()
 
@@ -193,10 +217,42 @@ class SegmentationModule(pl.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        image, label = batch["image"], batch["label"]
-        loss = self.loss(self(image), label)
+        image, label = _plain(batch["image"]), _plain(batch["label"])
+        out = self(image)
+        if out.ndim == image.ndim + 1:  # deep supervision: (B, outputs, C, *spatial)
+            weights = deep_supervision_weights(out.shape[1]).to(out.device)
+            loss = sum(w * self.loss(out[:, i], label) for i, w in enumerate(weights) if w > 0)
+        else:
+            loss = self.loss(out, label)
         self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """nnU-Net v1's epoch bookkeeping for ``plateau`` and ``early_stop_patience``: every ``epoch_steps``
+        iterations, the mean loss updates its moving average, the scheduler steps on it, and patience is checked."""
+        hp = self.hparams
+        if hp.scheduler != "plateau" and hp.early_stop_patience is None:
+            return
+        state = self._fork_epoch
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        state["losses"].append(float(loss))
+        if self.global_step == 0 or self.global_step % hp.epoch_steps:
+            return
+        epoch_loss = sum(state["losses"]) / len(state["losses"])
+        state["losses"] = []
+        state["ma"] = epoch_loss if state["ma"] is None else 0.93 * state["ma"] + 0.07 * epoch_loss
+        self.log("train/loss_ma", state["ma"])
+        if hp.scheduler == "plateau":
+            self._plateau.step(state["ma"])
+        epoch = state["epoch"]
+        if state["best_ma"] is None or state["ma"] + 5e-4 < state["best_ma"]:
+            state["best_ma"], state["best_epoch"] = state["ma"], epoch
+        if hp.early_stop_patience is not None and epoch - state["best_epoch"] > hp.early_stop_patience:
+            if self.trainer.optimizers[0].param_groups[0]["lr"] > 1e-6:
+                state["best_epoch"] = epoch - hp.early_stop_patience // 2
+            else:
+                self.trainer.should_stop = True
+        state["epoch"] = epoch + 1
 
     # ---- validation -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -255,7 +311,11 @@ class SegmentationModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint whose label map differs from the data module's (clear error, not a shape clash)."""
-        stored = checkpoint.get("amos_zoo", {}).get("labels")
+        meta = checkpoint.get("amos_zoo", {})
+        if "fork_epoch" in meta:
+            self._fork_epoch = dict(meta["fork_epoch"])
+        self._pending_plateau = meta.get("plateau")
+        stored = meta.get("labels")
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if stored is None or datamodule is None or not hasattr(datamodule, "index"):
             return
@@ -267,8 +327,11 @@ class SegmentationModule(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the model card (and the dataset's label map as written), so a checkpoint alone can segment a scan."""
-        meta: dict[str, Any] = {"format": 2, "card": self.card.to_dict()}
+        """Store the model card (and the dataset's label map as written), so a checkpoint alone can segment a scan,
+        and nnU-Net v1's epoch bookkeeping (a resumed ``plateau`` run continues it)."""
+        meta: dict[str, Any] = {"format": 2, "card": self.card.to_dict(), "fork_epoch": dict(self._fork_epoch)}
+        if self._plateau is not None:
+            meta["plateau"] = self._plateau.state_dict()
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "index"):
             meta["labels"] = datamodule.index.labels.to_json()
@@ -284,9 +347,9 @@ class SegmentationModule(pl.LightningModule):
             new = [p for k, p in named.items() if k not in self._pretrained_keys]
             params = [{"params": pre, "lr": hp.lr * hp.pretrained_lr_scale}, {"params": new, "lr": hp.lr}]
         if hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
         elif hp.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum, nesterov=True)
         else:
@@ -299,11 +362,16 @@ class SegmentationModule(pl.LightningModule):
             )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if hp.scheduler == "poly":
-            sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max(1, hp.max_steps), power=0.9)
+            total = max(1, hp.max_steps)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (1 - min(t, total - 1) / total) ** 0.9)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        if hp.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.2, patience=30)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/mean_dice"}}
+        if hp.scheduler == "plateau":  # stepped by on_train_batch_end once per nnU-Net epoch (not by Lightning)
+            self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=0.2, patience=hp.plateau_patience, threshold=1e-3, threshold_mode="abs"
+            )
+            if getattr(self, "_pending_plateau", None):
+                self._plateau.load_state_dict(self._pending_plateau)
+            return opt
         raise ValueError(f"scheduler must be warmup_cosine, poly, plateau or none; got {hp.scheduler!r}")
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
@@ -312,6 +380,20 @@ class SegmentationModule(pl.LightningModule):
             scheduler.step()
         else:
             scheduler.step(metric)
+
+
+def _plain(x: Any) -> Any:
+    """A MONAI MetaTensor as a plain tensor (the network needs no metadata; plain tensors cost less per operation)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def deep_supervision_weights(outputs: int) -> torch.Tensor:
+    """nnU-Net v2's deep-supervision loss weights: ``2**-i`` for output ``i`` (full resolution first), the lowest
+    resolution 0, normalised to sum 1 (nnUNetTrainer._build_loss)."""
+    weights = torch.tensor([1 / 2**i for i in range(outputs)], dtype=torch.float32)
+    if outputs > 1:
+        weights[-1] = 0
+    return weights / weights.sum()
 
 
 def _warmup_cosine(warmup: int, total: int, start: float, end: float):
