@@ -206,7 +206,7 @@ def test_synth_and_evaluate_commands(tmp_path, capsys):
 
 
 def test_unknown_protocol_and_bad_option_are_clear(capsys):
-    with pytest.raises(Exception, match="unknown protocol 'nope'; available: btcv"):
+    with pytest.raises(Exception, match="unknown protocol 'nope'; available: amos-paper, btcv, nnunet-v2"):
         main(["fit", "--protocol", "nope/unet", "--data.root", "/x", "--print_config"])
     with pytest.raises(SystemExit) as exit_:
         main(["protocol", "show", "btcv", "--nonsense"])

@@ -77,10 +77,25 @@ def mask_pairs(draw):
     return gt, pred, spacing
 
 
+@st.composite
+def pairs_with_tolerance(draw):
+    """A mask pair and a tolerance; half of the tolerances equal a voxel-offset distance exactly (computed as the
+    reference computes distances), so that distances equal to the tolerance, where surface.py takes care to compare
+    as the reference does, are exercised on every run."""
+    gt, pred, spacing = draw(mask_pairs())
+    if draw(st.booleans()):
+        k = [draw(st.integers(0, 3)) for _ in range(3)]
+        scaled = [ki * si for ki, si in zip(k, spacing)]
+        tol = float(np.sqrt(scaled[0] * scaled[0] + scaled[1] * scaled[1] + scaled[2] * scaled[2]))
+    else:
+        tol = draw(st.floats(0.0, 6.0))
+    return (gt, pred, spacing), tol
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mask_pairs(), st.floats(0.0, 6.0))
-def test_parity_with_references(pair, tol):
-    gt, pred, spacing = pair
+@given(pairs_with_tolerance())
+def test_parity_with_references(pair_and_tol):
+    (gt, pred, spacing), tol = pair_and_tol
     ours = evaluate_case(gt, pred, spacing, [1, 2, 3], tolerance=tol)
     dice_ref = _monai_dice(gt, pred, 4)
     for lid in (1, 2, 3):
@@ -98,6 +113,19 @@ def _pairs(distances, areas):
     d, a = np.round(np.asarray(distances), 9), np.asarray(areas)
     order = np.lexsort((a, d))
     return d[order], a[order]
+
+
+def test_distance_equal_to_the_tolerance_up_to_the_last_bit():
+    """Found by hypothesis: with a spacing of 1.9999999999999991 mm along x and 2.0 mm along z, a surface point's
+    nearest neighbours one voxel away along x and along z are equally near in exact arithmetic but not in floating
+    point; the reference (an exact distance transform) keeps the smaller, so NSD at a tolerance equal to it must."""
+    rng = np.random.default_rng(0)
+    shape = tuple(int(n) for n in rng.integers(3, 7, 3))
+    gt = (rng.random(shape) < 0.35).astype(np.uint8)
+    pred = (rng.random(shape) < 0.35).astype(np.uint8)
+    spacing = (1.9999999999999991, 1.0, 2.0)
+    ours = evaluate_case(gt, pred, spacing, [1], tolerance=spacing[0], metrics=("nsd",))[1]["nsd"]
+    assert ours == pytest.approx(_reference(gt == 1, pred == 1, spacing, spacing[0])["nsd"], abs=ATOL)
 
 
 @settings(max_examples=40, deadline=None)
@@ -154,8 +182,46 @@ def test_empty_mask_conventions():
     assert monai_ignore[0] == 0.0 and torch.isnan(monai_ignore[1]) and torch.isnan(monai_ignore[2])
 
 
+def test_flare22_preset_follows_the_flare22_script():
+    """FLARE22_DSC_NSD_Eval.py's rules with DeepMind's surface distances: aorta, IVC and esophagus scored on the
+    reference's slices z_lower:z_upper (the last excluded), NSD 0 below Dice 0.2, values rounded to 4 decimals."""
+    rng = np.random.default_rng(5)
+    gt = np.zeros((30, 28, 24), np.uint8)
+    gt[10:16, 8:14, 4:18] = 8  # aorta on slices 4..17
+    gt[18:26, 14:22, 6:14] = 6  # liver
+    gt[2:6, 2:6, 2:5] = 1  # spleen
+    pred = np.zeros_like(gt)
+    pred[11:17, 8:14, 0:24] = 8  # beyond the reference's slices at both ends: not held against it
+    pred[19:26, 14:21, 6:15] = 6
+    pred[20:24, 20:24, 20:23] = 1  # Dice 0 (< 0.2): NSD 0
+    pred[rng.random(gt.shape) < 0.001] = 0
+    spacing = (0.8, 0.8, 2.5)
+    ours = evaluate_case(gt, pred, spacing, [1, 6, 8], tolerance="flare22", metrics=("dice", "nsd"))
+
+    def flare(lid, tolerance, restricted):
+        g, p = gt == lid, pred == lid
+        if restricted:
+            z = np.where(g)[2]
+            g, p = g[:, :, z.min() : z.max()], p[:, :, z.min() : z.max()]
+        dice = float(2 * (g & p).sum() / (g.sum() + p.sum()))
+        nsd = (
+            0.0
+            if dice < 0.2
+            else sd_ref.compute_surface_dice_at_tolerance(sd_ref.compute_surface_distances(g, p, spacing), tolerance)
+        )
+        return round(dice, 4), round(nsd, 4)
+
+    assert (ours[8]["dice"], ours[8]["nsd"]) == flare(8, 2, True)
+    assert (ours[6]["dice"], ours[6]["nsd"]) == flare(6, 5, False)
+    assert (ours[1]["dice"], ours[1]["nsd"]) == (0.0, 0.0) == flare(1, 3, False)
+    unrestricted = evaluate_case(gt, pred, spacing, [8], tolerance=2.0, metrics=("dice",))
+    assert unrestricted[8]["dice"] < ours[8]["dice"]  # the restriction changes the score
+    assert TOLERANCE_PRESETS["flare22"].verified and "FLARE22_DSC_NSD_Eval.py" in TOLERANCE_PRESETS["flare22"].source
+
+
 def test_tolerance_presets_have_sources_and_unverified_amos():
     assert get_tolerances("flare22").for_label(6) == 5.0  # liver
+    assert get_tolerances("flare22").for_label(13) == 7.0  # duodenum, as the FLARE22 script states
     assert get_tolerances("flare22").for_label(8) == 2.0  # aorta
     assert not TOLERANCE_PRESETS["amos"].verified and "UNVERIFIED" in TOLERANCE_PRESETS["amos"].source
     assert get_tolerances(3).for_label(1) == 3.0
@@ -170,10 +236,11 @@ def test_real_ct_label_against_shifted_copy(shared_data):
     pred = np.roll(gt, (1, -1, 1), axis=(0, 1, 2))
     present = [int(i) for i in np.unique(gt) if i]
     assert present == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]
-    ours = evaluate_case(gt, pred, spacing, range(1, 16), tolerance="flare22")
+    per_organ = dict(TOLERANCE_PRESETS["flare22"].per_label)  # FLARE22's tolerances without its other rules
+    ours = evaluate_case(gt, pred, spacing, range(1, 16), tolerance=per_organ)
     dice_ref = _monai_dice(gt, pred, 16)
     for lid in present:
-        ref = _reference(gt == lid, pred == lid, spacing, get_tolerances("flare22").for_label(lid))
+        ref = _reference(gt == lid, pred == lid, spacing, get_tolerances(per_organ).for_label(lid))
         assert ours[lid]["dice"] == pytest.approx(float(dice_ref[lid - 1]), abs=ATOL)
         for m in ("nsd", "hd95", "assd"):
             assert ours[lid][m] == pytest.approx(ref[m], abs=ATOL)

@@ -1,4 +1,6 @@
-"""amos-zoo reproduce --smoke for every model (the full fit -> predict -> evaluate -> row path), and the table."""
+"""amos-zoo reproduce --smoke: the full fit -> predict -> evaluate -> row path for a set of runs that covers every
+protocol, every model and both AMOS tasks, the cross-validation row of a cross-validation protocol, and the table
+(differences only against numbers of the same protocol and split)."""
 
 from __future__ import annotations
 
@@ -10,60 +12,105 @@ import yaml
 from amos_zoo.cli.main import main
 from amos_zoo.experiments.table import build_table, load_published
 
+#: (task, protocol, model): every published protocol, every 3D model, both tasks
+COVERING = [
+    ("amos-ct", "amos-paper", "dynunet"),
+    ("amos-ctmr", "amos-paper", "unetr"),
+    ("amos-ct", "btcv", "swin_unetr"),
+    ("amos-ctmr", "btcv", "vnet"),
+    ("amos-ct", "btcv", "unet"),
+]
+
+
+def test_the_covering_set_covers():
+    from amos_zoo.experiments.reproduce import SMOKE_SETTINGS
+
+    runs = COVERING + [("amos-ctmr", "nnunet-v2", "dynunet")]
+    assert {m for _, _, m in runs} == set(SMOKE_SETTINGS)
+    assert {p for _, p, _ in runs} == {"amos-paper", "btcv", "nnunet-v2"}
+    assert {t for t, _, _ in runs} == {"amos-ct", "amos-ctmr"}
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["unet", "unetr", "swin_unetr", "vnet", "dynunet"])
-def test_reproduce_smoke_and_table(model, tmp_path, capsys):
+@pytest.mark.parametrize("task, protocol, model", COVERING)
+def test_reproduce_smoke_official_split(task, protocol, model, tmp_path):
     runs = tmp_path / "runs"
-    assert main(["reproduce", "--task", "amos-ctmr", "--model", model, "--smoke", "--out", str(runs)]) == 0
-    row = json.loads((runs / "amos-ctmr" / model / "row.json").read_text())
-    assert row["model"] == model and row["smoke"] and row["steps"] == 4
-    assert row["metrics"]["cases"] == 3 and set(row["metrics"]["per_modality"]) == {"CT", "MRI"}
-    assert 0.0 <= row["metrics"]["overall"]["dice"] <= 1.0 and len(row["metrics"]["per_organ_dice"]) == 15
-    assert len(row["data_hash"]) == 64 and row["wall_time_s"] > 0 and row["peak_memory_mb"] > 0
-    assert f"arch: {model}" in row["resolved_config"]
-    assert len(list((runs / "amos-ctmr" / model / "predictions").glob("*.nii.gz"))) == 3
+    assert (
+        main(["reproduce", "--task", task, "--protocol", protocol, "--model", model, "--smoke", "--out", str(runs)])
+        == 0
+    )
+    run_dir = runs / task / protocol / model
+    row = json.loads((run_dir / "row.json").read_text())
+    cases = 2 if task == "amos-ct" else 3  # the synthetic validation split: 2 CT (+ 1 MRI in Task 2)
+    assert (row["model"], row["protocol"], row["task"], row["split_kind"]) == (model, protocol, task, "official")
+    assert row["smoke"] and row["steps"] == 4 and row["metrics"]["cases"] == cases
+    assert set(row["metrics"]["per_modality"]) == ({"CT"} if task == "amos-ct" else {"CT", "MRI"})
+    card = row["card"]
+    assert card["protocol"] == protocol and card["recipe"]["name"] == protocol
+    resolved = yaml.safe_load(row["resolved_config"])
+    assert resolved["model"]["arch"] == model and resolved["data"]["recipe"] == protocol
+    if protocol == "amos-paper":
+        assert resolved["model"]["optimizer"] == "adam" and resolved["model"]["amsgrad"] is True
+        assert card["recipe"]["spacing"] == [7.0, 7.0, 10.0] and card["recipe"]["intensity_stats"]  # planned stats
+        assert card["tta"] is True
+    assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == cases
+
+
+@pytest.mark.slow
+def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_path):
+    runs = tmp_path / "runs"
+    args = ["reproduce", "--task", "amos-ctmr", "--protocol", "nnunet-v2", "--model", "dynunet", "--smoke"]
+    assert main([*args, "--out", str(runs)]) == 0
+    run_dir = runs / "amos-ctmr" / "nnunet-v2" / "dynunet"
+    folds = [json.loads((run_dir / f"fold_{k}" / "row.json").read_text()) for k in (0, 1)]
+    row = json.loads((run_dir / "row.json").read_text())
+    assert [f["fold"] for f in folds] == [0, 1] and row["folds"] == [0, 1]
+    assert row["split_kind"] == "cross-validation" and all(f["split_kind"] == "cross-validation" for f in folds)
+    # the two folds' validation cases partition the 7 labelled cases, and the row scores their union
+    val = [
+        set(json.loads((run_dir / f"fold_{k}" / "evaluation" / "summary.json").read_text())["per_case"]) for k in (0, 1)
+    ]
+    assert not (val[0] & val[1]) and len(val[0] | val[1]) == 7 == row["metrics"]["cases"]
+    assert folds[0]["card"]["recipe"]["ct_normalization"] == "zscore"  # nnU-Net's Task 2: z-score every case
+    assert row["card"]["arch_kwargs"]["deep_supervision"] is True
 
     assert main(["table", str(runs)]) == 0
     markdown = (runs / "table.md").read_text()
-    assert f"amos-ctmr | {model} (smoke)" in markdown
+    assert "| amos-ctmr | nnunet-v2 | dynunet (smoke) | cross-validation |" in markdown
     assert (runs / "table.png").stat().st_size > 0 and (runs / "table.csv").read_text().startswith("task,model")
 
 
-def test_published_numbers_cite_sources_and_unknown_cells_stay_empty(tmp_path):
+def test_table_compares_only_same_protocol_and_split(tmp_path):
     entries = load_published()
-    assert entries and all(e["citation"] and e["protocol"] and e["split"] for e in entries)
-    swin = [e for e in entries if e["model"] == "swin_unetr" and e["task"] == "amos-ctmr"][0]
-    assert swin["value"] == 0.8381 and swin["protocol"] == "5-fold cross-validation"
-    row = {
-        "task": "amos-ctmr",
-        "model": "swin_unetr",
-        "protocol": "official split: train on 'training', evaluate on 'validation'",
-        "metrics": {"overall": {"dice": 0.80, "nsd": 0.7}, "per_modality": {}, "per_organ_dice": {}},
-    }
-    lines = build_table([row], entries)
-    mine = [ln for ln in lines if ln["model"] == "swin_unetr"]
-    assert {ln["published"] for ln in mine} == {0.8381, 0.880}
-    assert all(ln["same_protocol"] is False for ln in mine)  # labelled as another protocol
-    assert [ln for ln in mine if ln["published"] == 0.8381][0]["difference"] == pytest.approx(0.80 - 0.8381)
-    winner = [ln for ln in lines if ln["model"] == "-"]
+    nnunet = [e for e in entries if e["model"] == "dynunet" and e["task"] == "amos-ctmr"][0]
+    assert (
+        nnunet["value"] == 0.8864 and nnunet["protocol"] == "nnunet-v2" and nnunet["split_kind"] == "cross-validation"
+    )
+
+    def row(protocol, split_kind, model="dynunet", dice=0.85):
+        return {
+            "task": "amos-ctmr",
+            "model": model,
+            "protocol": protocol,
+            "split_kind": split_kind,
+            "metrics": {"overall": {"dice": dice, "nsd": 0.7}, "per_modality": {}, "per_organ_dice": {}},
+        }
+
+    same = [ln for ln in build_table([row("nnunet-v2", "cross-validation")], entries) if ln["published"] == 0.8864]
+    assert same[0]["comparison"] == "" and same[0]["difference"] == pytest.approx(0.85 - 0.8864)
+    other = build_table([row("nnunet-v2", "official")], entries)
+    assert [ln["comparison"] for ln in other if ln["published"] == 0.8864] == ["(different split)"]
+    other = build_table([row("btcv", "official")], entries)
+    assert [ln["comparison"] for ln in other if ln["published"] == 0.8864] == ["(different protocol and split)"]
+    swin = build_table([row("nnunet-v2", "cross-validation", "swin_unetr", 0.80)], entries)
+    labels = {ln["published"]: ln["comparison"] for ln in swin if ln["model"] == "swin_unetr" and ln["dice"]}
+    assert labels == {0.8381: "(different protocol)"}  # 3D UX-Net's 0.880 is a Task 1 number: not compared
+    winner = [ln for ln in build_table([], entries) if ln["model"] == "-"]
     assert winner and all(ln["dice"] is None for ln in winner)  # no run: our cells stay empty
+
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        yaml.safe_dump(
-            {
-                "entries": [
-                    {
-                        "model": "unet",
-                        "published_name": "x",
-                        "metric": "dice",
-                        "value": 0.9,
-                        "split": "s",
-                        "protocol": "p",
-                    }
-                ]
-            }
-        )
+        yaml.safe_dump({"entries": [{"model": "unet", "published_name": "x", "metric": "dice", "value": 0.9}]})
     )
-    with pytest.raises(ValueError, match="lacks citation"):
+    with pytest.raises(ValueError, match="lacks split, split_kind, protocol_description, citation, protocol"):
         load_published(bad)

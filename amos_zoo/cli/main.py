@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_parser", "LIGHTNING_COMMANDS"]
@@ -42,11 +43,12 @@ def _subparser(fn: Callable, prog: str):
         formatter_class=help_formatter(),
     )
     params = inspect.signature(fn).parameters
+    hints = typing.get_type_hints(fn)
     helps = {p.arg_name: p.description for p in docstring_parser.parse(inspect.getdoc(fn) or "").params}
     positional = list(getattr(fn, "positional", ()))
     flags = [name for name, p in params.items() if p.annotation in (bool, "bool", "bool | None")]
     for name in positional:  # named first, in order: `amos-zoo protocol show NAME`
-        parser.add_argument(name, type=str, help=helps.get(name, ""))
+        parser.add_argument(name, type=hints.get(name, str), help=helps.get(name, ""))
     parser.add_function_arguments(fn, as_positional=False, skip=set(flags) | set(positional))
     for name in flags:
         parser.add_argument(f"--{name}", action=ActionYesNo, default=params[name].default, help=helps.get(name, ""))

@@ -112,7 +112,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.task = task
         self.recipe: Recipe = get_recipe(
-            recipe, task=task, spacing=spacing, patch_size=patch_size, num_samples=num_samples
+            recipe,
+            task=task,
+            spacing=spacing,
+            spacing_rule="fixed" if spacing is not None else None,  # a spacing given here wins over a plan's
+            patch_size=patch_size,
+            num_samples=num_samples,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers

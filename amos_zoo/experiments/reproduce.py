@@ -97,6 +97,8 @@ def _smoke_args(model: str, protocol: str, out: Path, steps: int, folds: bool) -
         str(steps),
         "--model.warmup_steps",
         "1",
+        "--trainer.precision",
+        "32-true",
     ]
     if folds:
         args += ["--data.num_folds", "2"]  # 7 synthetic cases: 2 folds keep both sides non-empty
@@ -126,7 +128,8 @@ def run_reproduce(
         out: runs folder.
         smoke: small networks, a coarse grid and 4 steps on the synthetic dataset: the same code path on a CPU.
         max_steps: override the protocol's iteration budget.
-        folds: cross-validation folds to run (nnU-Net's split over every labelled case); None: the official split.
+        folds: cross-validation folds to run (nnU-Net's split over every labelled case); None: the protocol's split
+            (its five folds for a cross-validation protocol, two with ``smoke``; else the official split).
         extra_args: further ``amos-zoo fit`` options.
         progress: progress bars.
 
@@ -134,12 +137,15 @@ def run_reproduce(
         The row (the cross-validation's row with ``folds``); None on DDP ranks other than 0.
     """
     from amos_zoo.experiments.run import config_file, run_experiment
+    from amos_zoo.protocols import get_protocol
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if model not in SMOKE_SETTINGS:
         raise ValueError(f"model must be one of {', '.join(SMOKE_SETTINGS)}, got {model!r}")
     protocol = protocol or default_protocol(model)
+    if folds is None and get_protocol(protocol).split == "cross-validation":
+        folds = [0, 1] if smoke else [0, 1, 2, 3, 4]  # the protocol's evaluation is its cross-validation
     out = Path(out)
     if data is None:
         if not smoke:
@@ -213,6 +219,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
         **{k: v for k, v in first.items() if k not in ("fold", "metrics", "checkpoint", "steps", "fit_seconds")},
         "split": f"folds {folds} of a {first['num_folds']}-fold cross-validation over every labelled {first['task']} "
         "case (nnU-Net's split); metrics over the union of the folds' validation cases",
+        "split_kind": "cross-validation",
         "folds": folds,
         "fold_rows": [str(r.run_dir / "row.json") for r in results],
         "fold_dice": [r.row["metrics"]["overall"]["dice"] for r in results],

@@ -1,4 +1,8 @@
-"""``amos-zoo table``: collect reproduce rows into the benchmark table, side by side with published numbers."""
+"""``amos-zoo table``: collect reproduce rows into the benchmark table, side by side with published numbers.
+
+A run is compared with a published number of the same model and task; the difference is shown plainly only when
+the number was produced under the run's protocol and the same kind of split (official split, cross-validation),
+and is labelled ``(different protocol)``, ``(different split)`` or both otherwise."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from amos_zoo.io import write_text
 
 __all__ = ["load_published", "build_table", "write_table"]
 
-OUR_PROTOCOL = "official split: train on 'training', evaluate on 'validation'"
+REQUIRED = ("published_name", "metric", "value", "split", "split_kind", "protocol_description", "citation")
 
 
 def load_published(path: str | Path | None = None) -> list[dict]:
@@ -24,7 +28,7 @@ def load_published(path: str | Path | None = None) -> list[dict]:
     )
     entries = yaml.safe_load(text)["entries"]
     for i, e in enumerate(entries):
-        missing = [k for k in ("published_name", "metric", "value", "split", "protocol", "citation") if not e.get(k)]
+        missing = [k for k in REQUIRED if not e.get(k)] + ([] if "protocol" in e else ["protocol"])
         if missing:
             raise ValueError(
                 f"{path or 'published.yaml'}: entry {i} lacks {', '.join(missing)}; every number needs "
@@ -37,11 +41,22 @@ def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
+def comparison_label(row: dict, entry: dict) -> str:
+    """ "" when a published number was produced under the run's protocol and kind of split, else what differs."""
+    differs = []
+    if entry.get("protocol") != row.get("protocol"):
+        differs.append("protocol")
+    if entry.get("split_kind") != row.get("split_kind"):
+        differs.append("split")
+    return f"(different {' and '.join(differs)})" if differs else ""
+
+
 def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
-    """One line per run, and one per published number without a run (ours empty, never invented)."""
+    """One line per run and matching published number, and one per published number without a run (our cells
+    empty, never invented)."""
     lines = []
     matched: set[int] = set()
-    for row in sorted(rows, key=lambda r: (r["task"], r["model"])):
+    for row in sorted(rows, key=lambda r: (r["task"], r.get("protocol") or "", r["model"])):
         m = row["metrics"]
         pubs = [
             (i, p)
@@ -59,7 +74,9 @@ def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
             "dice_mri": m["per_modality"].get("MRI", {}).get("dice"),
             "nsd_ct": m["per_modality"].get("CT", {}).get("nsd"),
             "nsd_mri": m["per_modality"].get("MRI", {}).get("nsd"),
-            "protocol": row.get("protocol", OUR_PROTOCOL),
+            "protocol": row.get("protocol"),
+            "split": row.get("split"),
+            "split_kind": row.get("split_kind"),
             "steps": row.get("steps"),
             "device": row.get("device"),
             "per_organ_dice": m.get("per_organ_dice", {}),
@@ -73,20 +90,19 @@ def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
                     "published_protocol": "",
                     "citation": "",
                     "difference": None,
-                    "same_protocol": None,
+                    "comparison": "",
                 }
             )
         for _, p in pubs:
-            same = p["protocol"] == base["protocol"]
             lines.append(
                 {
                     **base,
                     "published": p["value"],
                     "published_name": p["published_name"],
-                    "published_protocol": f"{p['protocol']}; {p['split']}",
+                    "published_protocol": f"{p['protocol'] or p['protocol_description']}; {p['split']}",
                     "citation": p["citation"],
                     "difference": None if base["dice"] is None else base["dice"] - p["value"],
-                    "same_protocol": same,
+                    "comparison": comparison_label(row, p),
                 }
             )
     for i, p in enumerate(published):
@@ -103,15 +119,17 @@ def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
                 "nsd_ct": None,
                 "nsd_mri": None,
                 "protocol": "",
+                "split": "",
+                "split_kind": "",
                 "steps": None,
                 "device": None,
                 "per_organ_dice": {},
                 "published": p["value"],
                 "published_name": p["published_name"],
-                "published_protocol": f"{p['protocol']}; {p['split']}",
+                "published_protocol": f"{p['protocol'] or p['protocol_description']}; {p['split']}",
                 "citation": p["citation"],
                 "difference": None,
-                "same_protocol": None,
+                "comparison": "",
             }
         )
     return lines
@@ -126,16 +144,17 @@ def write_table(runs: str | Path, out: str | Path | None = None, published_path:
     lines = build_table(rows, load_published(published_path))
     out = Path(out) if out else runs
     md = [
-        "| task | model | mDSC | mNSD | DSC CT | DSC MRI | published mDSC | difference | published as | "
-        "published protocol |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | protocol | model | split | mDSC | mNSD | DSC CT | DSC MRI | published mDSC | difference | "
+        "published as | published protocol |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ln in lines:
         diff = _fmt(ln["difference"])
-        if diff and ln["same_protocol"] is False:
-            diff += " (different protocol)"
+        if diff and ln["comparison"]:
+            diff += f" {ln['comparison']}"
         md.append(
-            f"| {ln['task']} | {ln['model']} | {_fmt(ln['dice'])} | {_fmt(ln['nsd'])} | {_fmt(ln['dice_ct'])} | "
+            f"| {ln['task']} | {ln['protocol'] or ''} | {ln['model']} | {ln['split_kind'] or ''} | "
+            f"{_fmt(ln['dice'])} | {_fmt(ln['nsd'])} | {_fmt(ln['dice_ct'])} | "
             f"{_fmt(ln['dice_mri'])} | {_fmt(ln['published'])} | {diff} | {ln['published_name']} | "
             f"{ln['published_protocol']} |"
         )
@@ -151,11 +170,11 @@ def write_table(runs: str | Path, out: str | Path | None = None, published_path:
         ]
         seen = set()
         for ln in runs_only:
-            if (ln["task"], ln["model"]) in seen:
+            if (ln["task"], ln["protocol"], ln["model"]) in seen:
                 continue
-            seen.add((ln["task"], ln["model"]))
+            seen.add((ln["task"], ln["protocol"], ln["model"]))
             md.append(
-                f"| {ln['task']} | {ln['model']} | "
+                f"| {ln['task']} | {ln['protocol']}/{ln['model']} | "
                 + " | ".join(_fmt(ln["per_organ_dice"].get(o)) for o in organs)
                 + " |"
             )
@@ -174,13 +193,15 @@ def write_table(runs: str | Path, out: str | Path | None = None, published_path:
         "nsd_ct",
         "nsd_mri",
         "protocol",
+        "split_kind",
+        "split",
         "steps",
         "device",
         "published",
         "published_name",
         "published_protocol",
         "difference",
-        "same_protocol",
+        "comparison",
         "citation",
     ]
     writer = csv.DictWriter(buf, fieldnames=fields + [f"dice_{o}" for o in organs], extrasaction="ignore")

@@ -114,16 +114,33 @@ def evaluate_case(
             row.update({"dice": 1.0, "nsd": 1.0, "hd95": 0.0, "assd": 0.0})
             out[lid] = {**{m: row[m] for m in metrics}, "gt_voxels": 0, "pred_voxels": 0}
             continue
+        if lid in tol.z_restricted and bg is not None and bp is not None:
+            # only the reference's axial slices (FLARE22: gt[:, :, z_lower:z_upper], the last slice excluded)
+            z = slice(bg[2].start, bg[2].stop - 1)
+            box = (box[0], box[1], slice(max(box[2].start, z.start), min(box[2].stop, z.stop)))
+            if box[2].stop <= box[2].start:  # a one-slice reference leaves nothing to score (FLARE22 gives NaN)
+                row.update({m: float("nan") for m in metrics})
+                out[lid] = {**row, "gt_voxels": int(np.count_nonzero(gt[bg] == lid)), "pred_voxels": 0}
+                continue
         g, p = gt[box] == lid, pred[box] == lid
         n_g, n_p = int(np.count_nonzero(g)), int(np.count_nonzero(p))
         row["gt_voxels"], row["pred_voxels"] = n_g, n_p
+        dice = 2.0 * int(np.count_nonzero(g & p)) / (n_g + n_p) if n_g + n_p else 1.0
         if "dice" in metrics:
-            row["dice"] = 2.0 * int(np.count_nonzero(g & p)) / (n_g + n_p)
+            row["dice"] = dice
         if need_surface:
             if n_g == 0 or n_p == 0:
                 row.update({"nsd": 0.0, "hd95": worst_distance, "assd": worst_distance})
+            elif tol.nsd_min_dice is not None and dice < tol.nsd_min_dice and "nsd" in metrics:
+                row["nsd"] = 0.0  # FLARE22: NSD 0 below Dice 0.2
+                if "hd95" in metrics or "assd" in metrics:
+                    sd = _surface_distances_cropped(g, p, spacing, presorted="hd95" in metrics)
+                    row["hd95"] = sd.robust_hausdorff(hd_percentile)
+                    a, b = sd.average_surface_distance()
+                    row["assd"] = (a + b) / 2.0
             else:
-                sd = _surface_distances_cropped(g, p, spacing, presorted="hd95" in metrics)
+                near = (tol.for_label(lid),) if "nsd" in metrics else ()
+                sd = _surface_distances_cropped(g, p, spacing, presorted="hd95" in metrics, exact_near=near)
                 if "nsd" in metrics:
                     row["nsd"] = sd.surface_dice(tol.for_label(lid))
                 if "hd95" in metrics:
@@ -131,5 +148,7 @@ def evaluate_case(
                 if "assd" in metrics:
                     a, b = sd.average_surface_distance()
                     row["assd"] = (a + b) / 2.0
+        if tol.decimals is not None:
+            row.update({m: round(row[m], tol.decimals) for m in ("dice", "nsd") if m in row})
         out[lid] = {**{m: row[m] for m in metrics}, "gt_voxels": n_g, "pred_voxels": n_p}
     return out

@@ -127,23 +127,31 @@ def surface_distances(
     return _surface_distances_cropped(gt[box], pred[box], tuple(float(s) for s in spacing), presorted)
 
 
-def _surface_distances_cropped(gt, pred, spacing, presorted=True) -> SurfaceDistances:
+def _surface_distances_cropped(gt, pred, spacing, presorted=True, exact_near=()) -> SurfaceDistances:
     table = surface_area_table(spacing)
     full = 255 if gt.ndim == 3 else 15
     code_g, code_p = _neighbour_codes(gt), _neighbour_codes(pred)
     border_g = (code_g != 0) & (code_g != full)
     border_p = (code_p != 0) & (code_p != full)
     area_g, area_p = table[code_g[border_g]], table[code_p[border_p]]
-    dist_g = _distances_to(border_g, border_p, spacing)
-    dist_p = _distances_to(border_p, border_g, spacing)
+    dist_g = _distances_to(border_g, border_p, spacing, exact_near)
+    dist_p = _distances_to(border_p, border_g, spacing, exact_near)
     if presorted:
         dist_g, area_g = _sorted(dist_g, area_g)
         dist_p, area_p = _sorted(dist_p, area_p)
     return SurfaceDistances(dist_g, dist_p, area_g, area_p)
 
 
-def _distances_to(src: np.ndarray, dst: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """For each True corner of ``src`` (C order), the distance in mm to the nearest True corner of ``dst``."""
+def _distances_to(
+    src: np.ndarray, dst: np.ndarray, spacing: tuple[float, ...], exact_near: tuple[float, ...] = ()
+) -> np.ndarray:
+    """For each True corner of ``src`` (C order), the distance in mm to the nearest True corner of ``dst``.
+
+    The k-d tree finds a nearest corner; two corners at the same distance in exact arithmetic can differ in the
+    last bit once scaled (a spacing of 1.9999999999999991 mm against 2.0 mm). Where a distance lies within rounding
+    of a value in ``exact_near`` (an NSD tolerance, where the last bit decides ``<=``), every corner at that distance
+    is tried and the smallest recomputed distance kept, as the reference's exact distance transform keeps it.
+    """
     n_src = int(np.count_nonzero(src))
     if not dst.any():
         return np.full(n_src, np.inf)
@@ -156,9 +164,24 @@ def _distances_to(src: np.ndarray, dst: np.ndarray, spacing: tuple[float, ...]) 
         _, nearest = cKDTree(dst_idx * scale).query(query_idx * scale, k=1, workers=-1)
         # recompute from integer offsets in scipy's order of operations, so a distance that equals a
         # tolerance compares exactly as in the reference implementation
-        offsets = (dst_idx[nearest] - query_idx).astype(np.float64) * scale
-        sq = offsets[:, 0] * offsets[:, 0]
-        for axis in range(1, offsets.shape[1]):
-            sq = sq + offsets[:, axis] * offsets[:, axis]
-        out[todo] = np.sqrt(sq)
+        found = _offset_distance(dst_idx[nearest] - query_idx, scale)
+        near = np.zeros(len(found), dtype=bool)
+        for value in exact_near:
+            near |= np.abs(found - value) <= 1e-9 * max(value, 1.0)
+        if near.any():
+            tree = cKDTree(dst_idx * scale)
+            for i in np.flatnonzero(near):
+                ball = tree.query_ball_point(query_idx[i] * scale, found[i] * (1 + 1e-9) + 1e-12)
+                found[i] = _offset_distance(dst_idx[ball] - query_idx[i], scale).min()
+        out[todo] = found
     return out
+
+
+def _offset_distance(offsets: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Distances in mm of integer voxel offsets, in scipy's order of operations (so that a distance equal to a
+    tolerance compares exactly as in the reference implementation)."""
+    scaled = offsets.astype(np.float64) * scale
+    sq = scaled[:, 0] * scaled[:, 0]
+    for axis in range(1, scaled.shape[1]):
+        sq = sq + scaled[:, axis] * scaled[:, axis]
+    return np.sqrt(sq)

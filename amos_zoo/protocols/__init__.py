@@ -77,6 +77,7 @@ class Protocol:
     title: str
     summary: str
     kind: str  # "published" (a source's protocol) or "amos-zoo" (a choice of this project)
+    split: str  # "official" (training / validation lists) or "cross-validation" (nnU-Net's 5 folds)
     sources: dict[str, str]
     settings: tuple[Setting, ...]
     models: tuple[str, ...] = field(default_factory=tuple)
@@ -119,11 +120,13 @@ def _parse(path: Path) -> Protocol:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ProtocolError(f"{path}: not valid YAML ({err})") from err
-    missing = [k for k in ("name", "title", "summary", "kind", "sources", "sections") if k not in data]
+    missing = [k for k in ("name", "title", "summary", "kind", "split", "sources", "sections") if k not in data]
     if missing:
         raise ProtocolError(f"{path}: missing {', '.join(missing)}")
     if data["name"] != path.stem:
         raise ProtocolError(f"{path}: name {data['name']!r} differs from the file name")
+    if data["split"] not in ("official", "cross-validation") or data["kind"] not in ("published", "amos-zoo"):
+        raise ProtocolError(f"{path}: split is official or cross-validation, kind published or amos-zoo")
     settings = []
     for section, entries in data["sections"].items():
         for key, entry in (entries or {}).items():
@@ -143,6 +146,7 @@ def _parse(path: Path) -> Protocol:
         title=data["title"],
         summary=" ".join(str(data["summary"]).split()),
         kind=data["kind"],
+        split=data["split"],
         sources={str(k): str(v) for k, v in data["sources"].items()},
         settings=tuple(settings),
         models=tuple(data.get("models", ())),
@@ -211,15 +215,16 @@ def render_markdown(protocols: list[Protocol] | None = None) -> str:
     lines = [
         "# amos-zoo protocols",
         "",
-        "Generated from `amos_zoo/protocols/*.yaml` by `amos-zoo protocol show --markdown`; a test fails when this",
-        "file and the cards differ. Apply one with `amos-zoo fit --protocol NAME/MODEL ...` or",
+        "Generated from `amos_zoo/protocols/*.yaml` by `amos-zoo protocol docs --write docs/protocols.md`; a test",
+        "fails when this file and the cards differ. Apply one with `amos-zoo fit --protocol NAME/MODEL ...` or",
         "`amos-zoo reproduce --protocol NAME --model MODEL ...`. Keys say where a value goes: `recipe.*` (the",
-        "preprocessing recipe), `model.*` / `data.*` / `trainer.*` (the LightningCLI config), `network.MODEL.*` (that",
-        "network's arguments), `doc.*` (what the source does where amos-zoo has no switch; documentation only).",
+        "preprocessing recipe), `model.*` / `data.*` / `trainer.*` (the LightningCLI config), `network.*` (the",
+        "network's arguments), `doc.*` (what the source does where amos-zoo has no switch; documentation only). A",
+        "key ending in `@MODEL` applies to that network only, a recipe key ending in `@TASK` to that AMOS task only.",
         "",
     ]
     for p in protocols:
-        lines += [f"## `{p.name}`: {p.title}", "", p.summary, ""]
+        lines += [f"## `{p.name}`: {p.title}", "", p.summary, "", f"Split: {p.split}. Kind: {p.kind}.", ""]
         if p.models:
             lines += [f"Models its source trained: {', '.join(f'`{m}`' for m in p.models)}.", ""]
         lines += ["Sources:", ""] + [f"- `{k}`: {v}" for k, v in p.sources.items()] + [""]
