@@ -14,25 +14,21 @@ from amos_zoo._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
-_NAMES = {
-    "ModelCard": "amos_zoo.card",
-    "create_model": "amos_zoo.models.registry",
-    "build_network": "amos_zoo.models.registry",
-    "list_models": "amos_zoo.models.registry",
-    "load_weights": "amos_zoo.weights.loading",
-    "load_model": "amos_zoo.weights.loading",
-    "list_weights": "amos_zoo.weights.registry",
-    "load_index": "amos_zoo.data.index",
-    "AMOS_LABELS": "amos_zoo.data.labels",
-    "SegmentationDataModule": "amos_zoo.data.datamodule",
-    "SegmentationModule": "amos_zoo.train.module",
-    "Predictor": "amos_zoo.infer.predictor",
-    "load_predictor": "amos_zoo.infer.pipeline",
-    "evaluate_case": "amos_zoo.metrics.case",
-    "evaluate_folders": "amos_zoo.metrics.evaluate",
-    "surface_distances": "amos_zoo.metrics.surface",
-    "get_protocol": "amos_zoo.protocols",
-    "list_protocols": "amos_zoo.protocols",
+_MODULES = {
+    "amos_zoo.card": ("ModelCard",),
+    "amos_zoo.models.registry": ("create_model", "build_network", "list_models"),
+    "amos_zoo.weights.loading": ("load_weights", "load_model"),
+    "amos_zoo.weights.registry": ("list_weights",),
+    "amos_zoo.data.index": ("load_index",),
+    "amos_zoo.data.labels": ("AMOS_LABELS",),
+    "amos_zoo.data.datamodule": ("SegmentationDataModule",),
+    "amos_zoo.train.module": ("SegmentationModule",),
+    "amos_zoo.infer.predictor": ("Predictor",),
+    "amos_zoo.infer.pipeline": ("load_predictor",),
+    "amos_zoo.metrics.case": ("evaluate_case",),
+    "amos_zoo.metrics.evaluate": ("evaluate_folders",),
+    "amos_zoo.metrics.surface": ("surface_distances",),
+    "amos_zoo.protocols": ("get_protocol", "list_protocols"),
 }
-__all__ = sorted(_NAMES) + ["__version__"]
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
+__all__ += ["__version__"]

@@ -7,8 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for a package whose public ``names`` live in submodules (name -> module)."""
+def lazy_exports(
+    package: str, modules: dict[str, tuple[str, ...]]
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+    """``__all__``, ``__getattr__`` and ``__dir__`` for a package whose public names live in submodules
+    (``{module: names}``); a name's module is imported on first use."""
+    names = {name: module for module, exported in modules.items() for name in exported}
 
     def getattr_(name: str) -> Any:
         if name not in names:
@@ -21,4 +25,4 @@ def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], A
     def dir_() -> list[str]:
         return sorted(names)
 
-    return getattr_, dir_
+    return sorted(names), getattr_, dir_

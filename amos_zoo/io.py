@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "write_text", "save_nifti", "load_nifti"]
+__all__ = ["atomic_path", "write_json", "write_text", "read_json_object", "save_nifti", "load_nifti"]
 
 
 @contextlib.contextmanager
@@ -50,6 +50,18 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj) -> Path:
     """Write JSON (indented) atomically."""
     return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json_object(path: str | Path, error: type[Exception] = ValueError) -> dict:
+    """A JSON file holding an object; ``error`` naming the file and the problem when it does not."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from err
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object at the top level")
+    return data
 
 
 def _json_default(obj):

@@ -120,12 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = argv[1:]
     quiet_third_party(verbose)
     if argv and argv[0] in LIGHTNING_COMMANDS:
+        from amos_zoo.data.index import DatasetError
         from amos_zoo.train.cli import run_lightning_cli
         from amos_zoo.weights.formats import UnsafeCheckpointError
 
         try:
             run_lightning_cli(argv)
-        except UnsafeCheckpointError as err:
+        except (UnsafeCheckpointError, DatasetError) as err:
             print(f"amos-zoo {argv[0]}: error: {err}", file=sys.stderr)
             return 2
         return 0

@@ -3,22 +3,20 @@ synthetic data, checks, conversion, and the one LightningDataModule."""
 
 from amos_zoo._lazy import lazy_exports
 
-_NAMES = {
-    "load_index": "amos_zoo.data.index",
-    "select_task_cases": "amos_zoo.data.index",
-    "case_id_from_path": "amos_zoo.data.index",
-    "DatasetIndex": "amos_zoo.data.index",
-    "DatasetError": "amos_zoo.data.index",
-    "TASKS": "amos_zoo.data.index",
-    "AMOS_LABELS": "amos_zoo.data.labels",
-    "LabelMap": "amos_zoo.data.labels",
-    "Recipe": "amos_zoo.data.recipes",
-    "get_recipe": "amos_zoo.data.recipes",
-    "RECIPES": "amos_zoo.data.recipes",
-    "crossval_split": "amos_zoo.data.folds",
-    "write_synthetic_dataset": "amos_zoo.data.synth",
-    "check_dataset": "amos_zoo.data.check",
-    "SegmentationDataModule": "amos_zoo.data.datamodule",
+_MODULES = {
+    "amos_zoo.data.index": (
+        "load_index",
+        "select_task_cases",
+        "case_id_from_path",
+        "DatasetIndex",
+        "DatasetError",
+        "TASKS",
+    ),
+    "amos_zoo.data.labels": ("AMOS_LABELS", "LabelMap"),
+    "amos_zoo.data.recipes": ("Recipe", "get_recipe", "RECIPES"),
+    "amos_zoo.data.folds": ("crossval_split",),
+    "amos_zoo.data.synth": ("write_synthetic_dataset",),
+    "amos_zoo.data.check": ("check_dataset",),
+    "amos_zoo.data.datamodule": ("SegmentationDataModule",),
 }
-__all__ = sorted(_NAMES)
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

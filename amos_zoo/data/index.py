@@ -6,12 +6,12 @@ Paths in a dataset.json are resolved against the dataset root and may not escape
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from amos_zoo.data.labels import LabelMap, amos_modality
+from amos_zoo.io import read_json_object
 
 __all__ = [
     "CaseRecord",
@@ -140,12 +140,7 @@ def load_index(
     path = Path(dataset_json) if dataset_json else root / "dataset.json"
     if not path.is_file():
         raise DatasetError(f"{path}: dataset.json not found; pass the dataset folder (holding dataset.json) as root")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from err
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: expected a JSON object at the top level")
+    meta = read_json_object(path, DatasetError)
     if "labels" not in meta:
         raise DatasetError(f"{path}: no 'labels' entry; a segmentation dataset.json maps label ids to names")
     try:

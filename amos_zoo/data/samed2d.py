@@ -16,7 +16,6 @@ spellings both match), other classes get ids after them in name order.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,13 +155,9 @@ def read_samed2d(root: str | Path) -> Samed2DIndex:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+    from amos_zoo.io import read_json_object
+
+    return read_json_object(path)
 
 
 def _read_full(root: Path, index_file: Path) -> Samed2DIndex:
@@ -256,24 +251,25 @@ class LoadSamed2Dd:
 def check_samed2d(index: Samed2DIndex) -> list[str]:
     """Every problem of every image-mask pair: missing or unreadable files, size mismatch, non-binary or empty
     masks; also images that no index lists. Empty when all is well."""
-    problems = []
-    for s in index.slices:
-        if not s.image.is_file():
-            problems.append(f"{s.image}: image listed in the index but missing")
-            continue
+    problems: list[str] = []
+
+    def read(path: Path, missing: str, what: str) -> np.ndarray | None:
+        if not path.is_file():
+            problems.append(f"{path}: {missing}")
+            return None
         try:
-            image = _read_png(s.image)
+            return _read_png(path)
         except OSError as err:
-            problems.append(f"{s.image}: unreadable image ({err})")
+            problems.append(f"{path}: unreadable {what} ({err})")
+            return None
+
+    for s in index.slices:
+        image = read(s.image, "image listed in the index but missing", "image")
+        if image is None:
             continue
         for mk in s.masks:
-            if not mk.path.is_file():
-                problems.append(f"{mk.path}: mask listed for {s.image.name} but missing")
-                continue
-            try:
-                mask = _read_png(mk.path)
-            except OSError as err:
-                problems.append(f"{mk.path}: unreadable mask ({err})")
+            mask = read(mk.path, f"mask listed for {s.image.name} but missing", "mask")
+            if mask is None:
                 continue
             if mask.shape[:2] != image.shape[:2]:
                 problems.append(f"{mk.path}: mask is {mask.shape[:2]}, its image {s.image.name} is {image.shape[:2]}")

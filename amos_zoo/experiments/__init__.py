@@ -2,13 +2,10 @@
 
 from amos_zoo._lazy import lazy_exports
 
-_NAMES = {
-    "run_experiment": "amos_zoo.experiments.run",
-    "config_file": "amos_zoo.experiments.run",
-    "run_quickstart": "amos_zoo.experiments.quickstart",
-    "QuickstartConfig": "amos_zoo.experiments.quickstart",
-    "run_reproduce": "amos_zoo.experiments.reproduce",
-    "write_table": "amos_zoo.experiments.table",
+_MODULES = {
+    "amos_zoo.experiments.run": ("run_experiment", "config_file"),
+    "amos_zoo.experiments.quickstart": ("run_quickstart", "QuickstartConfig"),
+    "amos_zoo.experiments.reproduce": ("run_reproduce",),
+    "amos_zoo.experiments.table": ("write_table",),
 }
-__all__ = sorted(_NAMES)
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

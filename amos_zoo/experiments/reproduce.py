@@ -188,6 +188,7 @@ def run_reproduce(
 def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
     """Evaluate the union of the folds' validation predictions (as nnU-Net summarises a cross-validation)."""
     from amos_zoo.data.index import load_index
+    from amos_zoo.experiments.run import row_metrics
     from amos_zoo.io import write_json
     from amos_zoo.metrics.evaluate import evaluate_folders
 
@@ -225,13 +226,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
         "fold_dice": [r.row["metrics"]["overall"]["dice"] for r in results],
         "steps": [r.row["steps"] for r in results],
         "wall_time_s": sum(r.row["wall_time_s"] for r in results),
-        "metrics": {
-            "overall": summary["all"]["overall"],
-            "per_modality": {k: v["overall"] for k, v in summary["per_modality"].items()},
-            "per_organ_dice": {k: v["dice"] for k, v in summary["all"]["per_organ"].items()},
-            "cases": summary["all"]["cases"],
-            "nsd_tolerance": summary["tolerance"],
-        },
+        "metrics": row_metrics(summary),
     }
     write_json(run_root / "row.json", row)
     return row

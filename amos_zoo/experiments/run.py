@@ -181,16 +181,21 @@ def run_experiment(
         "device": _device_name(),
         "devices": int(trainer.world_size),
         "peak_memory_mb": _peak_memory_mb(),
-        "metrics": {
-            "overall": summary["all"]["overall"],
-            "per_modality": {k: v["overall"] for k, v in summary["per_modality"].items()},
-            "per_organ_dice": {k: v["dice"] for k, v in summary["all"]["per_organ"].items()},
-            "cases": summary["all"]["cases"],
-            "nsd_tolerance": summary["tolerance"],
-        },
+        "metrics": row_metrics(summary),
     }
     write_json(run_dir / "row.json", row)
     return ExperimentResult(row, summary, run_dir, ckpt, val_cases)
+
+
+def row_metrics(summary: dict) -> dict:
+    """The metrics a results row keeps from an evaluation summary (see ``metrics.evaluate``)."""
+    return {
+        "overall": summary["all"]["overall"],
+        "per_modality": {k: v["overall"] for k, v in summary["per_modality"].items()},
+        "per_organ_dice": {k: v["dice"] for k, v in summary["all"]["per_organ"].items()},
+        "cases": summary["all"]["cases"],
+        "nsd_tolerance": summary["tolerance"],
+    }
 
 
 def _resolved_config(run_dir: Path) -> str | None:

@@ -2,17 +2,15 @@
 
 from amos_zoo._lazy import lazy_exports
 
-_NAMES = {
-    "Predictor": "amos_zoo.infer.predictor",
-    "InputError": "amos_zoo.infer.predictor",
-    "load_scan": "amos_zoo.infer.predictor",
-    "labels_on_input_grid": "amos_zoo.infer.predictor",
-    "resample_to_input_grid": "amos_zoo.infer.predictor",
-    "PredictJob": "amos_zoo.infer.pipeline",
-    "collect_inputs": "amos_zoo.infer.pipeline",
-    "load_predictor": "amos_zoo.infer.pipeline",
-    "predict_many": "amos_zoo.infer.pipeline",
-    "export_model": "amos_zoo.infer.export",
+_MODULES = {
+    "amos_zoo.infer.predictor": (
+        "Predictor",
+        "InputError",
+        "load_scan",
+        "labels_on_input_grid",
+        "resample_to_input_grid",
+    ),
+    "amos_zoo.infer.pipeline": ("PredictJob", "collect_inputs", "load_predictor", "predict_many"),
+    "amos_zoo.infer.export": ("export_model",),
 }
-__all__ = sorted(_NAMES)
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -2,11 +2,9 @@
 
 from amos_zoo._lazy import lazy_exports
 
-_NAMES = {
-    "SegmentationModule": "amos_zoo.train.module",
-    "PreemptionCheckpoint": "amos_zoo.train.callbacks",
-    "AmosLightningCLI": "amos_zoo.train.cli",
-    "run_lightning_cli": "amos_zoo.train.cli",
+_MODULES = {
+    "amos_zoo.train.module": ("SegmentationModule",),
+    "amos_zoo.train.callbacks": ("PreemptionCheckpoint",),
+    "amos_zoo.train.cli": ("AmosLightningCLI", "run_lightning_cli"),
 }
-__all__ = sorted(_NAMES)
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

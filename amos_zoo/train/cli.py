@@ -147,6 +147,9 @@ def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Am
     offline unless ``WANDB_MODE`` says otherwise."""
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+    import sys
+
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments come in ``args``; LightningCLI warns when both are set
     try:
         return AmosLightningCLI(
             SegmentationModule,
@@ -161,6 +164,7 @@ def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Am
             run=run,
         )
     finally:
+        sys.argv = argv
         _finish_wandb()
 
 
