@@ -1,75 +1,125 @@
-"""SIGTERM during training (a cluster's pre-emption) saves a checkpoint and stops; training resumes from it."""
+"""SIGTERM during training or validation (a cluster's pre-emption, sent to the whole process group as SLURM does)
+saves a checkpoint and stops; DataLoader workers survive it; training resumes from the checkpoint."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 SCRIPT = textwrap.dedent(
     """
-    import sys
+    import os, signal, sys, threading, time
     import pytorch_lightning as pl
     from amos_zoo.data.datamodule import SegmentationDataModule
     from amos_zoo.train.callbacks import PreemptionCheckpoint
     from amos_zoo.train.module import SegmentationModule
 
+    root, out, steps, workers, kill_at, kill_in = sys.argv[1:7]
+    steps, workers, kill_at = int(steps), int(workers), int(kill_at)
+    ckpt = sys.argv[7] if len(sys.argv) > 7 else None
+
+    def preempt():  # as SLURM (SIGTERM) or Ctrl-C (SIGINT) do: every process of the job, DataLoader workers too
+        os.killpg(os.getpgid(0), getattr(signal, os.environ.get("PREEMPT_SIGNAL", "SIGTERM")))
+
     class Announce(pl.Callback):
         def on_train_batch_end(self, trainer, *args):
             print(f"STEP {trainer.global_step}", flush=True)
+            if kill_in == "train" and trainer.global_step == kill_at:
+                preempt()
 
-    root, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    ckpt = sys.argv[4] if len(sys.argv) > 4 else None
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+            print(f"VAL {batch_idx}", flush=True)
+            if kill_in == "val" and not trainer.sanity_checking and batch_idx == 0:
+                preempt()
+
+        def on_train_start(self, trainer, *args):
+            if kill_in == "fetch":  # while the main process waits for the first batch from its (slow) workers
+                threading.Timer(1.0, preempt).start()
+
+    if kill_in == "fetch":
+        from amos_zoo.data import resumable
+
+        get_item = resumable.EpochSeededDataset.__getitem__
+
+        def slow_get_item(self, index):
+            time.sleep(3.0)
+            return get_item(self, index)
+
+        resumable.EpochSeededDataset.__getitem__ = slow_get_item
+
     pl.seed_everything(0)
-    dm = SegmentationDataModule(root, task="amos-ctmr", recipe="tiny", num_workers=0, cache_dir=out + "/cache")
+    dm = SegmentationDataModule(root, task="amos-ctmr", recipe="tiny", num_workers=workers,
+                                cache_dir=out + "/cache")
     model = SegmentationModule(arch="unet", arch_kwargs={"channels": (8, 16, 32), "strides": (2, 2),
-                               "num_res_units": 1}, num_classes=16, roi_size=dm.patch_size, max_steps=steps)
+                               "num_res_units": 1}, num_classes=16, roi_size=dm.patch_size, max_steps=steps,
+                               sw_batch_size=2)
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
-                         callbacks=[PreemptionCheckpoint(dirpath=out), Announce()])
+                         val_check_interval=kill_at if kill_in == "val" else None,
+                         limit_val_batches=None if kill_in == "val" else 0, num_sanity_val_steps=0,
+                         default_root_dir=out, callbacks=[Announce(), PreemptionCheckpoint(dirpath=out)])
     trainer.fit(model, dm, ckpt_path=ckpt)
     print(f"DONE {trainer.global_step}", flush=True)
     """
 )
 
 
-def test_sigterm_saves_checkpoint_and_training_resumes(synth_root, tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(synth_root), str(tmp_path), "10000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("STEP 3"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest, _ = proc.communicate(timeout=300)
-    lines.append(rest)
-    output = "".join(lines)
-    assert proc.returncode == 0, output
-    assert "received SIGTERM: saved" in output
-    ckpt = tmp_path / "preempted.ckpt"
-    saved = torch.load(ckpt, weights_only=True, map_location="cpu")
-    stopped_at = saved["global_step"]
-    assert 3 <= stopped_at < 50
-    done = [line for line in output.splitlines() if line.startswith("DONE")]
-    assert done and int(done[0].split()[1]) == stopped_at  # stopped right after the signal
-
-    resumed = subprocess.run(
-        [sys.executable, str(script), str(synth_root), str(tmp_path), str(stopped_at + 4), str(ckpt)],
+def _run(script, synth_root, tmp_path, steps, workers, kill_at, kill_in, ckpt=None, sig="SIGTERM"):
+    args = [sys.executable, str(script), str(synth_root), str(tmp_path), str(steps), str(workers), str(kill_at), kill_in]
+    done = subprocess.run(
+        [*args, *([str(ckpt)] if ckpt else [])],
         capture_output=True,
         text=True,
         timeout=300,
+        start_new_session=True,  # its own process group, so the group signal reaches only this run
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PREEMPT_SIGNAL": sig},
     )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"DONE {stopped_at + 4}" in resumed.stdout
-    first_step = [line for line in resumed.stdout.splitlines() if line.startswith("STEP")][0]
-    assert int(first_step.split()[1]) == stopped_at + 1  # continues where it stopped
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("workers", "sig"), [(0, "SIGTERM"), (2, "SIGINT")])
+def test_signal_saves_checkpoint_and_training_resumes(synth_root, tmp_path, workers, sig):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    code, output = _run(script, synth_root, tmp_path, 10000, workers, 3, "train", sig=sig)
+    assert code == 0, output
+    # with workers: they ignore the signal (no KeyboardInterrupt traceback from a worker), the main process saves
+    assert f"received {sig}: saved" in output and "Traceback" not in output, output
+    ckpt = tmp_path / "preempted.ckpt"
+    saved = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 3  # the step during which the signal came, and no other
+    assert "DONE 3" in output
+
+    code, resumed = _run(script, synth_root, tmp_path, 7, workers, -1, "none", ckpt)
+    assert code == 0, resumed
+    steps = [int(line.split()[1]) for line in resumed.splitlines() if line.startswith("STEP")]
+    assert steps == [4, 5, 6, 7] and "DONE 7" in resumed  # continues where it stopped
+
+
+def test_workers_outlive_a_signal_that_comes_while_the_main_process_waits_for_them(synth_root, tmp_path):
+    """SIGTERM to the group while the main process waits for a batch: workers that died with it would fail the
+    run ("DataLoader worker ... is killed by signal"); ours ignore it, deliver the batch, and the step is saved."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    code, output = _run(script, synth_root, tmp_path, 10000, 2, -1, "fetch")
+    assert code == 0, output
+    assert "received SIGTERM: saved" in output and "Traceback" not in output, output
+    saved = torch.load(tmp_path / "preempted.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 1
+
+
+def test_sigterm_during_validation_ends_it_and_saves(synth_root, tmp_path):
+    """The signal at the first validation case: the remaining cases are not run, the checkpoint is saved."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    code, output = _run(script, synth_root, tmp_path, 10000, 0, 2, "val")
+    assert code == 0, output
+    assert [line for line in output.splitlines() if line.startswith("VAL")] == ["VAL 0"], output
+    assert "received SIGTERM: saved" in output and "DONE 2" in output, output
+    saved = torch.load(tmp_path / "preempted.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 2

@@ -29,6 +29,21 @@ from amos_zoo.data.transforms import deterministic_transforms, train_transforms
 __all__ = ["SegmentationDataModule"]
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers: MONAI's per-worker transform seeding, and SIGTERM / SIGINT left to the main process.
+
+    A cluster's pre-emption (or Ctrl-C) signals the whole process group; the main process saves a checkpoint
+    and stops (``PreemptionCheckpoint``), which needs its workers alive until it shuts them down.
+    """
+    import signal
+
+    from monai.data.utils import worker_init_fn
+
+    worker_init_fn(worker_id)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _stamp(paths: list[str]) -> str:
     """Size and modification time of the source files: part of the cache key, so edited files are re-read."""
     parts = []
@@ -371,6 +386,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             collate_fn=list_data_collate,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=worker_init,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -380,7 +396,14 @@ class SegmentationDataModule(pl.LightningDataModule):
             from monai.data import DistributedSampler
 
             sampler = DistributedSampler(self.val_ds, shuffle=False, even_divisible=False)
-        return DataLoader(self.val_ds, batch_size=1, shuffle=False, sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(
+            self.val_ds,
+            batch_size=1,
+            shuffle=False,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            worker_init_fn=worker_init,
+        )
 
     test_dataloader = val_dataloader
 
@@ -391,4 +414,4 @@ class SegmentationDataModule(pl.LightningDataModule):
         for c in cases:
             c.pop("label", None)
         ds = Dataset(cases, transform=mt.Compose(deterministic_transforms(self.recipe, keys=("image",))))
-        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=self.num_workers, worker_init_fn=worker_init)

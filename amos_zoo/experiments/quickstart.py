@@ -57,6 +57,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from amos_zoo.metrics.evaluate import markdown_table
     from amos_zoo.viz import dice_barplot, overlay_png
 
+    from amos_zoo.console import quiet_third_party
+
+    quiet_third_party()  # a job, not a library call: results and progress only (AMOS_ZOO_VERBOSE=1 shows all)
     start = time.time()
     out = Path(cfg.out)
     data_root = out / "data"

@@ -136,9 +136,11 @@ def run_reproduce(
     Returns:
         The row (the cross-validation's row with ``folds``); None on DDP ranks other than 0.
     """
+    from amos_zoo.console import quiet_third_party
     from amos_zoo.experiments.run import config_file, run_experiment
     from amos_zoo.protocols import get_protocol
 
+    quiet_third_party()  # a job: results and progress only (AMOS_ZOO_VERBOSE=1 shows all)
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if model not in SMOKE_SETTINGS:

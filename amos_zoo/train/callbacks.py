@@ -32,16 +32,36 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
+            if sig in self._previous:  # already installed (validation before training)
+                continue
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread: leave signals alone
                 pass
 
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self.on_train_start(trainer, pl_module)  # also during the sanity check, before training starts
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int, *args) -> None:
+        """A signal during validation in ``fit`` ends this validation at once (a full AMOS validation can outlast
+        a cluster's grace period); the checkpoint is saved when validation ends, on every process together."""
+        if trainer.state.fn == "fit" and self.received is not None:
+            pl_module.validation_cut_short = True
+            raise StopIteration  # Lightning's evaluation loop ends on StopIteration raised inside a step's hooks
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._save_if_signalled(trainer)
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._save_if_signalled(trainer)
+
+    def _save_if_signalled(self, trainer: pl.Trainer) -> None:
         flagged = self.received is not None
-        if trainer.world_size > 1:
+        if trainer.world_size > 1:  # every process calls this at the same points, so the collective matches
             flagged = bool(trainer.strategy.reduce_boolean_decision(flagged, all=False))
-        if not flagged:
+        if not flagged or trainer.should_stop:
             return
         folder = self.dirpath
         if folder is None:

@@ -293,6 +293,11 @@ class SegmentationModule(pl.LightningModule):
         self._val.reset()
         overall = summary["all"]
         nan = float("nan")
+        if getattr(self, "validation_cut_short", False):  # pre-empted mid-validation: a subset's means would mislead
+            self.validation_cut_short = False
+            for metric in self.hparams.val_metrics:
+                self.log(f"val/mean_{metric}", nan, sync_dist=False)  # Lightning's checkpointing ranks NaN last
+            return
         for metric in self.hparams.val_metrics:
             for lid, name in self.label_names.items():
                 value = overall["per_organ"][name][metric]
