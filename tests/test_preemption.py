@@ -4,7 +4,6 @@ saves a checkpoint and stops; DataLoader workers survive it; training resumes fr
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -70,7 +69,8 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(script, synth_root, tmp_path, steps, workers, kill_at, kill_in, ckpt=None, sig="SIGTERM"):
-    args = [sys.executable, str(script), str(synth_root), str(tmp_path), str(steps), str(workers), str(kill_at), kill_in]
+    args = [sys.executable, str(script), str(synth_root), str(tmp_path)]
+    args += [str(steps), str(workers), str(kill_at), kill_in]
     done = subprocess.run(
         [*args, *([str(ckpt)] if ckpt else [])],
         capture_output=True,

@@ -51,13 +51,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     import nibabel as nib
     import numpy as np
 
+    from amos_zoo.console import quiet_third_party
     from amos_zoo.data.labels import AMOS_LABELS
     from amos_zoo.data.synth import write_synthetic_dataset
     from amos_zoo.experiments.run import config_file, run_experiment
     from amos_zoo.metrics.evaluate import markdown_table
     from amos_zoo.viz import dice_barplot, overlay_png
-
-    from amos_zoo.console import quiet_third_party
 
     quiet_third_party()  # a job, not a library call: results and progress only (AMOS_ZOO_VERBOSE=1 shows all)
     start = time.time()
