@@ -57,6 +57,12 @@ NOISE: list[tuple[str, str, str, str]] = [
         "Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for a user to change",
     ),
     (
+        "warning",
+        "pytorch_lightning.cli",
+        r"LightningCLI's args parameter is intended to run from within Python",
+        "amos-zoo quickstart / reproduce compose the fit arguments and pass them on purpose",
+    ),
+    (
         "log",
         "pytorch_lightning.utilities.rank_zero",
         r"^(TPU|HPU) available: False",

@@ -53,7 +53,8 @@ def test_2d_unet_learns_the_exported_slices(slices):
         slices, "unet", {"spatial_dims": 2, "channels": (16, 32, 64), "strides": (2, 2), "num_res_units": 1}, 120
     )
     assert after["val/cases"] == 12 and after["val/mean_dice"] > 0.6 > before["val/mean_dice"]
-    assert 0 <= after["val/mean_nsd"] <= 1
+    # NSD follows Dice on these slices (measured: 0.011 before, 0.893 after 120 steps, Dice 0.897)
+    assert after["val/mean_nsd"] > 0.7 > 0.1 > before["val/mean_nsd"]
 
 
 def test_timm_encoder_unet_trains_in_2d(slices):

@@ -1,21 +1,83 @@
-"""DDP on 2 CPU processes (gloo): validation metrics equal the single-process ones, no case counted twice,
-and a checkpoint written under DDP loads in a single process."""
+"""DDP with the `ddp` strategy the README documents (`amos-zoo fit --trainer.strategy ddp`), 2 and 3 CPU processes
+(gloo): the DDP run's logged validation equals a single process's validation of its checkpoint, every tensor
+of that checkpoint loads (weights-only) into the network, and validation with more processes than cases
+finishes with each case counted once."""
 
 from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import SMALL_UNET
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.train.module import SegmentationModule
 
-SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
+REPO = Path(__file__).resolve().parents[1]
+AMOS_ZOO = str(Path(sys.executable).parent / "amos-zoo")
 
 
-def _setup(synth_root, cache):
-    dm = SegmentationDataModule(str(synth_root), task="amos-ctmr", recipe="tiny", num_workers=0, cache_dir=str(cache))
-    torch.manual_seed(0)
+def _amos_zoo(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([AMOS_ZOO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return done.stdout + done.stderr
+
+
+def _common(synth_root: Path, tmp_path: Path, task: str, devices: int) -> list[str]:
+    return [
+        "--config",
+        str(REPO / "configs/base/cpu.yaml"),
+        "--protocol",
+        "quickstart/unet",
+        "--data.root",
+        str(synth_root),
+        "--data.recipe",
+        "tiny",
+        "--data.task",
+        task,
+        "--data.cache_dir",
+        str(tmp_path / "cache"),
+        "--model.arch_kwargs",
+        json.dumps(SMALL_UNET),
+        "--model.sw_batch_size",
+        "2",
+        "--trainer.devices",
+        str(devices),
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+    ]
+
+
+def _logged(run: Path) -> dict[str, float]:
+    rows = [r for f in sorted(run.rglob("metrics.csv")) for r in csv.DictReader(f.open())]
+    return {k: float(v) for r in rows for k, v in r.items() if k.startswith("val/") and v != ""}
+
+
+@pytest.mark.slow
+def test_ddp_fit_validation_equals_a_single_process_and_its_checkpoint_loads_weights_only(synth_root, tmp_path):
+    common = _common(synth_root, tmp_path, "amos-ctmr", devices=2)
+    _amos_zoo(["fit", *common, "--trainer.max_steps", "8", "--trainer.val_check_interval", "8"], tmp_path)
+    ddp_logged = _logged(tmp_path / "run")
+    assert ddp_logged["val/cases"] == 3  # 3 validation cases over 2 processes (2 + 1), each counted once
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["global_step"] == 8  # trained: 8 steps under DDP
+    dm = SegmentationDataModule(
+        str(synth_root), task="amos-ctmr", recipe="tiny", num_workers=0, cache_dir=str(tmp_path / "cache")
+    )
     model = SegmentationModule(
         arch="unet",
         arch_kwargs=SMALL_UNET,
@@ -24,55 +86,25 @@ def _setup(synth_root, cache):
         label_names=dm.label_names,
         sw_batch_size=2,
     )
-    return dm, model
+    untrained = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(raw["state_dict"], strict=True)
+    loaded = model.state_dict()
+    assert loaded.keys() == raw["state_dict"].keys()
+    for key, tensor in raw["state_dict"].items():  # every tensor, by name
+        assert torch.equal(loaded[key], tensor), key
+    assert any(not torch.equal(untrained[k], loaded[k]) for k in loaded)
+
+    single = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    res = single.validate(model, dm, verbose=False)[0]
+    assert res["val/cases"] == 3
+    for key, value in ddp_logged.items():
+        assert res[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
 
 
 @pytest.mark.slow
-def test_ddp_validation_equals_single_process(synth_root, tmp_path):
-    dm, model = _setup(synth_root, tmp_path / "cache")
-    dm.prepare_data()
-    single = pl.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path / "single")
-    )
-    res_single = single.validate(model, dm, verbose=False)[0]
-    assert res_single["val/cases"] == 3
-
-    # 2 processes over 3 validation cases: one gets 2, the other 1; the sums are reduced across both
-    ddp = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=str(tmp_path / "ddp"),
-        max_steps=2,
-        limit_val_batches=1.0,
-        num_sanity_val_steps=0,
-        val_check_interval=2,
-        check_val_every_n_epoch=None,
-    )
-    dm2, model2 = _setup(synth_root, tmp_path / "cache")
-    model2.load_state_dict(model.state_dict())
-    res_ddp = ddp.validate(model2, dm2, verbose=False)[0]
-    assert res_ddp["val/cases"] == 3
-    for key, value in res_single.items():
-        assert res_ddp[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
-
-    # training under DDP writes a checkpoint that loads in one process
-    dm3, model3 = _setup(synth_root, tmp_path / "cache")
-    ddp_fit = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=str(tmp_path / "ddpfit"),
-        max_steps=2,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    ddp_fit.fit(model3, dm3)
-    saved = list((tmp_path / "ddpfit").rglob("*.ckpt"))
-    assert saved
-    reloaded = SegmentationModule.load_from_checkpoint(saved[0], weights_only=False)
-    assert reloaded.hparams.num_classes == 16
+def test_validation_with_more_processes_than_cases_finishes(synth_root, tmp_path):
+    """amos-ct has 2 validation cases: with 3 processes one of them has none; nothing hangs, each case once."""
+    common = _common(synth_root, tmp_path, "amos-ct", devices=3)
+    _amos_zoo(["validate", *common], tmp_path)
+    logged = _logged(tmp_path / "run")
+    assert logged["val/cases"] == 2 and 0.0 <= logged["val/mean_dice"]

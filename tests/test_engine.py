@@ -89,8 +89,10 @@ def test_training_lowers_loss_and_validation_uses_metric_suite(synth_root, tmp_p
     # a checkpoint reloads into an identical network
     ckpt = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
     reloaded = SegmentationModule.load_from_checkpoint(ckpt, weights_only=False)
-    for (k, v), (_, w) in zip(model.state_dict().items(), reloaded.state_dict().items()):
-        assert torch.equal(v, w), k
+    trained, loaded = model.state_dict(), reloaded.state_dict()
+    assert trained.keys() == loaded.keys()
+    for key, value in trained.items():
+        assert torch.equal(value, loaded[key]), key
 
 
 def test_resample_back_keeps_exact_input_geometry():

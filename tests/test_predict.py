@@ -3,6 +3,7 @@ bad inputs reported per case; finished cases skipped on rerun."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -25,6 +26,7 @@ def checkpoint(synth_root, tmp_path_factory):
     dm = SegmentationDataModule(
         str(synth_root), task="amos-ctmr", recipe="tiny", num_workers=0, cache_dir=str(tmp / "cache")
     )
+    dm.recipe = dataclasses.replace(dm.recipe, flip_prob=0.5)  # trained with mirroring: --tta is allowed
     model = SegmentationModule(
         arch="unet",
         arch_kwargs={"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1},
@@ -173,3 +175,108 @@ def test_dicom_series_predicts_like_its_nifti(checkpoint, synth_root, tmp_path):
         f.rename(mixed / "a" / f"b_{f.name}")
     with pytest.raises(InputError, match="2 DICOM series"):
         check_dicom_series(mixed / "a")
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import amos_zoo.infer.pipeline as pipeline
+from amos_zoo.cli.main import main
+
+write_json, victim = pipeline.write_json, sys.argv[1]
+
+def write_or_die(path, obj):
+    if path.name.startswith(victim):  # killed while writing this case's report
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_json(path, obj)
+
+pipeline.write_json = write_or_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_killed_folder_run_redoes_exactly_the_unfinished_cases(checkpoint, synth_root, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    inputs = tmp_path / "in"
+    shutil.copytree(synth_root / "imagesVa", inputs)  # amos_0004, amos_0005, amos_0501 (sorted)
+    out = tmp_path / "out"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    args = ["predict", "--weights", str(checkpoint), "--input", str(inputs), "--out", str(out)]
+    killed = subprocess.run([sys.executable, str(script), "amos_0005", *args], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (out / "amos_0004.nii.gz").is_file() and (out / "amos_0004.json").is_file()
+    assert not (out / "amos_0005.nii.gz").exists() and not (out / "amos_0501.nii.gz").exists()
+
+    assert main(args) == 0
+    captured = capsys.readouterr().out
+    assert "skipped 1 already finished" in captured and "predicted 2 case(s)" in captured
+    for name in ("amos_0004", "amos_0005", "amos_0501"):
+        _same_geometry(out / f"{name}.nii.gz", inputs / f"{name}.nii.gz")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_outputs_get_the_users_umask(checkpoint, synth_root, tmp_path, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "out"
+        image = synth_root / "imagesTs" / "amos_0006.nii.gz"
+        assert main(["predict", "--weights", str(checkpoint), "--input", str(image), "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    for path in (out / "amos_0006.nii.gz", out / "amos_0006.json"):
+        assert path.stat().st_mode & 0o777 == mode, path
+
+
+def _validation_ct_dice(weights, synth_root, out, **predictor_settings) -> float:
+    from amos_zoo.data.index import load_index
+    from amos_zoo.infer.pipeline import collect_inputs, predict_many
+    from amos_zoo.metrics.evaluate import evaluate_folders
+
+    jobs = [j for j in collect_inputs(synth_root / "dataset.json", split="validation") if j.modality == "CT"]
+    report = predict_many(load_predictor(weights, **predictor_settings), jobs, out / "pred", progress=False)
+    assert not report["failed"] and len(report["done"]) == 2
+    summary = evaluate_folders(
+        out / "pred",
+        synth_root / "labelsVa",
+        out / "eval",
+        labels=load_index(synth_root).labels,
+        metrics=("dice",),
+        workers=1,
+        case_ids=[j.case_id for j in jobs],
+    )
+    return summary["all"]["overall"]["dice"]
+
+
+def test_predicted_labels_agree_with_the_truth_and_tta_does_not_lower_dice(amos_checkpoint, synth_root, tmp_path):
+    """Content, not only geometry: the trained checkpoint's labels against the phantoms' truth (mean Dice measured
+    once at 0.36 for 400 steps; an untrained network scores below 0.05), and mirroring TTA (the recipe trained
+    with mirroring) changes the labels without lowering Dice (measured 0.36 -> 0.38)."""
+    plain = _validation_ct_dice(amos_checkpoint, synth_root, tmp_path / "plain")
+    tta = _validation_ct_dice(amos_checkpoint, synth_root, tmp_path / "tta", tta=True)
+    assert plain > 0.3
+    changed = [
+        not np.array_equal(
+            np.asanyarray(nib.load(tmp_path / "plain" / "pred" / p.name).dataobj),
+            np.asanyarray(nib.load(p).dataobj),
+        )
+        for p in sorted((tmp_path / "tta" / "pred").glob("*.nii.gz"))
+    ]
+    assert all(changed) and tta >= plain
+
+
+def test_tta_is_refused_for_a_recipe_trained_without_mirroring(amos_checkpoint):
+    from amos_zoo.data.recipes import get_recipe
+    from amos_zoo.infer.predictor import Predictor
+
+    with pytest.raises(ValueError, match="trains without mirroring"):
+        Predictor(torch_conv(), get_recipe("tiny"), (16, 16, 16), tta=True)
+
+
+def torch_conv():
+    import torch
+
+    return torch.nn.Conv3d(1, 3, 1)

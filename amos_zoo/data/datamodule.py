@@ -390,12 +390,18 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Whole volumes, one per batch; split between DDP processes without duplicates."""
+        """Whole volumes, one per batch; split between DDP processes without duplicates.
+
+        With more processes than cases, every process still needs one batch (a process without any would skip
+        the epoch-end gather the others wait in): the extra processes repeat the first cases, and the metric
+        accumulator, which keys cases by id, counts each case once.
+        """
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             from monai.data import DistributedSampler
 
-            sampler = DistributedSampler(self.val_ds, shuffle=False, even_divisible=False)
+            fewer_cases_than_processes = len(self.val_ds) < torch.distributed.get_world_size()
+            sampler = DistributedSampler(self.val_ds, shuffle=False, even_divisible=fewer_cases_than_processes)
         return DataLoader(
             self.val_ds,
             batch_size=1,

@@ -107,6 +107,15 @@ class Recipe:
                 )
 
     @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """Spatial axes the training mirrors (test-time augmentation may mirror these and no others)."""
+        if self.augmentation in ("nnunet-v2", "nnunet-v1"):
+            return (0, 1, 2)  # nnU-Net 3d_fullres: mirror_axes (0, 1, 2) in training and in prediction
+        if self.augmentation == "btcv" and self.flip_prob > 0:
+            return (0, 1, 2)
+        return ()
+
+    @property
     def needs_plan(self) -> bool:
         """The recipe takes values from the dataset's plan that it does not hold yet."""
         return (self.spacing_rule == "planned" and self.spacing is None) or (

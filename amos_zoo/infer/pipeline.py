@@ -76,8 +76,13 @@ def load_predictor(
     return Predictor.from_card(net, card, device=device, **kwargs)
 
 
-def _is_done(out_path: Path) -> bool:
-    if not out_path.is_file():
+def _is_done(out_dir: Path, case_id: str, save_probabilities: bool) -> bool:
+    """A case is finished when its label map exists and reads back; it is written last (after the JSON and the
+    probabilities), each atomically, so an interrupted case has no label map and is redone."""
+    out_path = out_dir / f"{case_id}.nii.gz"
+    if not out_path.is_file() or not (out_dir / f"{case_id}.json").is_file():
+        return False
+    if save_probabilities and not (out_dir / f"{case_id}_probabilities.npz").is_file():
         return False
     try:
         nib.load(str(out_path)).get_fdata(dtype="float32")  # a complete, readable file
@@ -103,7 +108,7 @@ def predict_many(
     report: dict = {"done": [], "skipped": [], "failed": {}, "seconds": 0.0}
     todo = []
     for job in jobs:
-        if _is_done(out_dir / f"{job.case_id}.nii.gz"):
+        if _is_done(out_dir, job.case_id, save_probabilities):
             report["skipped"].append(job.case_id)
         else:
             todo.append(job)
@@ -117,7 +122,7 @@ def predict_many(
         return image, probs_grid
 
     def write(job: PredictJob, labels, affine, header, probs):
-        save_nifti(labels, affine, out_dir / f"{job.case_id}.nii.gz", header=header)
+        # the label map last: its presence marks the case finished (see _is_done)
         write_json(
             out_dir / f"{job.case_id}.json",
             {
@@ -136,6 +141,7 @@ def predict_many(
 
             with atomic_path(out_dir / f"{job.case_id}_probabilities.npz") as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(f, probabilities=probs.astype(np.float16))
+        save_nifti(labels, affine, out_dir / f"{job.case_id}.nii.gz", header=header)
 
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future | None = reader.submit(load, todo[0]) if todo else None

@@ -246,7 +246,9 @@ class Predictor:
         sw_batch_size: windows per forward pass.
         overlap: sliding-window overlap.
         device: where the network runs.
-        tta: average the softmax over all mirrorings of the spatial axes (8 passes in 3D).
+        tta: average the softmax over all mirrorings of the axes the recipe's training mirrored
+            (``recipe.mirror_axes``: 8 passes in 3D); refused for a recipe trained without mirroring, whose
+            network never saw a mirrored body (measured: mean Dice 0.43 -> 0.05 on the synthetic phantoms).
         in_channels: channels the model expects (checked per scan).
         amp: bfloat16 autocast on CUDA.
         precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
@@ -290,6 +292,12 @@ class Predictor:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
+        if self.tta and not self.recipe.mirror_axes:
+            raise ValueError(
+                f"tta: recipe {self.recipe.name} trains without mirroring (flip_prob {self.recipe.flip_prob}), so "
+                "mirrored test-time passes would average in predictions the network never learned (left and right "
+                "organs swap); predict without --tta, or train with a mirroring recipe"
+            )
         self.model = self.model.to(self.device).eval()
         self.preprocess = mt.Compose(deterministic_transforms(self.recipe, keys=("image",), load=False))
 
@@ -352,7 +360,7 @@ class Predictor:
         x = data["image"].unsqueeze(0).to(self.device)
         probs = torch.softmax(self._logits(x), dim=1)
         if self.tta:
-            spatial = list(range(2, x.ndim))
+            spatial = [2 + axis for axis in self.recipe.mirror_axes if 2 + axis < x.ndim]
             flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
             for dims in flips:
                 probs += torch.softmax(self._logits(torch.flip(x, dims)), dim=1).flip(dims)

@@ -149,7 +149,8 @@ def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Am
     os.environ.setdefault("WANDB_SILENT", "true")
     import sys
 
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments come in ``args``; LightningCLI warns when both are set
+    if args is not None and sys.argv[1:] == list(args):
+        args = None  # the command line itself: LightningCLI reads sys.argv (and DDP relaunches it on each rank)
     try:
         return AmosLightningCLI(
             SegmentationModule,
@@ -164,7 +165,6 @@ def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Am
             run=run,
         )
     finally:
-        sys.argv = argv
         _finish_wandb()
 
 
