@@ -126,3 +126,54 @@ def test_bf16_precision_and_cpu_stitching_fallback(monkeypatch):
         with torch.no_grad():
             out = _predictor(precision="fp32")._logits(x)
     assert calls == [None, "cpu"] and torch.allclose(out, fp32, atol=1e-6)
+
+
+def test_cpu_stitching_fallback_holds_for_every_tta_pass(monkeypatch):
+    """After the first out-of-memory every later pass (the 7 mirrorings) stitches on the CPU directly, one warning,
+    and the averaged probabilities equal those of a run without the fallback."""
+    import dataclasses
+
+    recipe = dataclasses.replace(get_recipe("tiny", crop_foreground="none"), flip_prob=0.5)  # trained mirrored
+    net = torch.nn.Conv3d(1, 3, 3, padding=1)
+
+    def predictor():
+        return Predictor(net, recipe, (16, 16, 16), sw_batch_size=2, tta=True, precision="fp32")
+
+    image = MetaTensor(torch.rand(1, 20, 24, 18), affine=torch.eye(4))
+    expected = predictor().probabilities_from_preprocessed({"image": image})
+    calls = []
+    real = inference.sliding_window_inference
+
+    def fake(*args, **kwargs):
+        calls.append(kwargs.get("device"))
+        if kwargs.get("device") is None:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "sliding_window_inference", fake)
+    with pytest.warns(UserWarning, match="stitching windows on the CPU") as caught:
+        got = predictor().probabilities_from_preprocessed({"image": image})
+    assert calls == [None] + ["cpu"] * 8
+    assert sum("stitching windows" in str(w.message) for w in caught) == 1
+    assert torch.allclose(got.as_tensor(), expected.as_tensor(), atol=1e-6)
+
+
+def test_constant_windows_reuse_one_output_with_the_same_numbers():
+    """Air around a body: windows of one constant value are not run through the network again; the stitched
+    logits equal those of running every window (a window's output depends only on its content)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3, padding=1))
+    x = torch.zeros(1, 1, 64, 48, 40)
+    x[:, :, 20:40, 10:30, 8:30] = torch.rand(1, 1, 20, 20, 22)  # a 'body' in air (0 after the CT window)
+
+    def logits(skip):
+        p = Predictor(
+            net, get_recipe("tiny"), (16, 16, 16), sw_batch_size=4, precision="fp32", skip_constant_windows=skip
+        )
+        with torch.no_grad():
+            return p._logits(x), p.skipped_windows
+
+    every, none_skipped = logits(False)
+    reused, skipped = logits(True)
+    assert none_skipped == 0 and skipped > 20
+    assert torch.allclose(reused, every, atol=1e-6)

@@ -254,6 +254,8 @@ class Predictor:
         precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
             any device: about 2x faster on CPUs with native bf16, e.g. AMX/AVX512-BF16; labels can differ from
             fp32 at near-ties, measured in benchmarks/bench_predict.py).
+        skip_constant_windows: reuse the network's output for windows of one constant value (air, padding)
+            instead of running it again (the same numbers; see :meth:`_network`).
         interpolation: how labels reach the input grid: ``linear`` (class probabilities interpolated, as
             nnU-Net exports) or ``nearest`` (argmax on the network's grid, nearest label: MONAI's Invertd).
     """
@@ -271,6 +273,7 @@ class Predictor:
     interpolation: str = "linear"
     precision: str = "auto"
     sw_mode: str = "gaussian"
+    skip_constant_windows: bool = True
 
     @classmethod
     def from_card(cls, model: torch.nn.Module, card: ModelCard, **overrides) -> Predictor:
@@ -299,6 +302,9 @@ class Predictor:
                 "organs swap); predict without --tta, or train with a mirroring recipe"
             )
         self.model = self.model.to(self.device).eval()
+        self._constant_outputs: dict = {}
+        self._stitch_on_cpu = False
+        self.skipped_windows = 0
         self.preprocess = mt.Compose(deterministic_transforms(self.recipe, keys=("image",), load=False))
 
     @property
@@ -308,36 +314,58 @@ class Predictor:
             return self.amp and torch.device(self.device).type == "cuda"
         return self.precision == "bf16"
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _network(self, windows: torch.Tensor) -> torch.Tensor:
+        """The network on a batch of windows, in fp32 for stitching; a window of one constant value (air around
+        the body, padding) gets the network's output for that constant window, computed once and reused: the
+        same numbers (a window's output depends only on its content), without the forward pass."""
+        if not self.skip_constant_windows:
+            return self.model(windows).float()
+        flat = windows.flatten(1)
+        constant = (flat == flat[:, :1]).all(1)
+        if not bool(constant.any()):
+            return self.model(windows).float()
+        out = torch.empty((0,), device=windows.device)
+        todo = (~constant).nonzero().flatten()
+        if len(todo):
+            computed = self.model(windows[todo]).float()
+            out = computed.new_empty((windows.shape[0], *computed.shape[1:]))
+            out[todo] = computed
+        for i in constant.nonzero().flatten().tolist():
+            key = (float(flat[i, 0]), tuple(windows.shape[1:]), self.autocast_bf16)
+            if key not in self._constant_outputs:
+                self._constant_outputs[key] = self.model(windows[i : i + 1]).float()
+            cached = self._constant_outputs[key]
+            if out.numel() == 0:
+                out = cached.new_empty((windows.shape[0], *cached.shape[1:]))
+            out[i] = cached[0]
+        self.skipped_windows += int(constant.sum())
+        return out
+
+    def _sliding(self, x: torch.Tensor, stitch_device: str | None) -> torch.Tensor:
         kind = torch.device(self.device).type
-
-        def network(windows: torch.Tensor) -> torch.Tensor:
-            return self.model(windows).float()  # stitch in fp32 (under autocast the windows come out in bf16)
-
+        extra = {} if stitch_device is None else {"sw_device": self.device, "device": stitch_device}
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            return sliding_window_inference(
+                x, self.roi_size, self.sw_batch_size, self._network, overlap=self.overlap, mode=self.sw_mode, **extra
+            ).float()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits; when the whole-volume output does not fit beside the network, the windows stay on
+        the accelerator and the stitched output lives in CPU memory, for this and every later pass (TTA)."""
+        if not self._stitch_on_cpu:
             try:
-                return sliding_window_inference(
-                    x, self.roi_size, self.sw_batch_size, network, overlap=self.overlap, mode=self.sw_mode
-                ).float()
+                return self._sliding(x, None)
             except torch.OutOfMemoryError:
-                # the whole-volume output does not fit beside the network: windows stay on the accelerator,
-                # the stitched output (and its gaussian weights) lives in CPU memory
-                if kind == "cuda":
-                    torch.cuda.empty_cache()
-                warnings.warn(
-                    f"out of memory on {self.device} for a {tuple(x.shape[2:])} volume; stitching windows on the CPU",
-                    stacklevel=2,
-                )
-                return sliding_window_inference(
-                    x,
-                    self.roi_size,
-                    self.sw_batch_size,
-                    network,
-                    overlap=self.overlap,
-                    mode=self.sw_mode,
-                    sw_device=self.device,
-                    device="cpu",
-                ).float()
+                self._stitch_on_cpu = True
+            # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
+            if torch.device(self.device).type == "cuda":
+                torch.cuda.empty_cache()
+            warnings.warn(
+                f"out of memory on {self.device} for a {tuple(x.shape[2:])} volume; stitching windows on the CPU "
+                "from now on",
+                stacklevel=2,
+            )
+        return self._sliding(x, "cpu")
 
     def check_channels(self, image: MetaTensor) -> None:
         """A clear error when a scan's channel count differs from the model's."""
@@ -363,7 +391,9 @@ class Predictor:
             spatial = [2 + axis for axis in self.recipe.mirror_axes if 2 + axis < x.ndim]
             flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
             for dims in flips:
-                probs += torch.softmax(self._logits(torch.flip(x, dims)), dim=1).flip(dims)
+                mirrored = torch.softmax(self._logits(torch.flip(x, dims)), dim=1).flip(dims)
+                probs = probs.to(mirrored.device)  # after a fallback every pass, and the sum, live on the CPU
+                probs += mirrored
             probs /= len(flips) + 1
         out = MetaTensor(probs[0].cpu(), affine=data["image"].affine)
         out.meta["cropped"] = cropped_faces(data["image"])
