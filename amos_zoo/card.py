@@ -60,6 +60,9 @@ class ModelCard:
         legacy_patch_merging: Swin-UNETR only: run MONAI < 1.5's patch merging (checkpoints trained before the fix).
         protocol: the training protocol's name (``amos-zoo protocol show NAME``), when known.
         tta: the protocol predicts with mirror test-time augmentation (the predictor's default for this card).
+        interpolation: how the protocol puts labels back on a scan's grid: ``linear`` (class probabilities
+            interpolated, then argmax: nnU-Net) or ``nearest`` (the network grid's argmax, nearest label:
+            research-contributions, MONAI's Invertd).
     """
 
     arch: str
@@ -74,12 +77,15 @@ class ModelCard:
     legacy_patch_merging: bool = False
     protocol: str | None = None
     tta: bool = False
+    interpolation: str = "linear"
 
     def __post_init__(self) -> None:
         from amos_zoo.models.registry import MODEL_REGISTRY
 
         if self.arch not in MODEL_REGISTRY:
             raise ValueError(f"model card: unknown architecture {self.arch!r}; known: {', '.join(MODEL_REGISTRY)}")
+        if self.interpolation not in ("linear", "nearest"):
+            raise ValueError(f"model card: interpolation must be linear or nearest, got {self.interpolation!r}")
         if self.legacy_patch_merging and self.arch != "swin_unetr":
             raise ValueError(f"model card: legacy patch merging is a Swin-UNETR setting, not {self.arch}'s")
         if self.labels is not None and sorted(self.labels) != list(range(len(self.labels))):

@@ -54,23 +54,35 @@ SMOKE_KW = {  # tiny networks for --smoke on CPU
 
 
 class DataWait(pl.Callback):
-    """Seconds spent waiting for the next batch (between one step's end and the next step's start), and losses."""
+    """Steady-state training speed: steps, seconds and seconds waiting for the next batch (between one step's end
+    and the next step's start), all counted after ``warmup`` steps, so that setup, cache filling, cuDNN autotuning
+    and the final validation stay out of it/s and of the data-wait fraction; and every step's loss."""
 
-    def __init__(self) -> None:
+    def __init__(self, warmup: int = 5) -> None:
+        self.warmup = warmup
         self.wait = 0.0
         self.t_end: float | None = None
+        self.t_warm: float | None = None
+        self.steps_after_warmup = 0
         self.losses: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self.t_end is not None:
-            self.wait += now - self.t_end
+        if self.t_warm is not None and self.t_end is not None:
+            self.wait += time.perf_counter() - self.t_end
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.t_end = time.perf_counter()
         self.losses.append(float(outputs["loss"]))
+        if len(self.losses) == self.warmup:
+            self.t_warm = self.t_end
+        elif self.t_warm is not None:
+            self.steps_after_warmup += 1
+
+    @property
+    def seconds(self) -> float:
+        return (self.t_end - self.t_warm) if self.t_warm is not None and self.t_end is not None else float("nan")
 
 
 def _write_case(args):
@@ -129,7 +141,7 @@ def run_model(name: str, root: Path, steps: int, smoke: bool) -> dict:
         scheduler="none",
         label_names=dm.label_names,
     )
-    timer = DataWait()
+    timer = DataWait(warmup=2 if smoke else 10)
     gpu = torch.cuda.is_available()
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -166,8 +178,9 @@ def run_model(name: str, root: Path, steps: int, smoke: bool) -> dict:
         "loss_first": first,
         "loss_last": last,
         "loss_falls": last < first,
-        "it_per_s": len(losses) / max(seconds, 1e-9),
-        "data_wait_fraction": timer.wait / max(seconds, 1e-9),
+        "it_per_s": timer.steps_after_warmup / timer.seconds,  # after warm-up, without setup and validation
+        "data_wait_fraction": timer.wait / timer.seconds,
+        "fit_seconds": seconds,
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
         "val_mean_dice": float(trainer.callback_metrics.get("val/mean_dice", float("nan"))),
     }
@@ -214,20 +227,26 @@ def main() -> None:
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     shape, spacing = ((80, 64, 40), (3.5, 3.5, 5.0)) if args.smoke else ((384, 384, 96), (0.9, 0.9, 2.5))
     root = make_dataset(Path(args.work), shape, spacing, n_train=3 if args.smoke else 8, n_val=1 if args.smoke else 2)
-    rows = [run_model(name, root, 6 if args.smoke else steps, args.smoke) for name, (_, steps, _) in MODELS.items()]
     lines = [
         f"# gpu_check on {card}",
         "",
         "| model | recipe | patch | steps | it/s | data-wait | loss first -> last | falls | peak GB | status |",
         "|---" * 10 + "|",
     ]
-    for r in rows:
+
+    def flush() -> None:  # each result is kept as soon as it exists (a run stopped at its limit keeps them)
+        if args.out:
+            write_text(args.out, "\n".join(lines) + "\n")
+
+    for name, (_, steps, _) in MODELS.items():
+        r = run_model(name, root, 6 if args.smoke else steps, args.smoke)
         peak = "" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.1f}"
         lines.append(
             f"| {r['model']} | {r['recipe']} | {'x'.join(map(str, r['patch']))} | {r['steps']} | "
             f"{r['it_per_s']:.2f} | {r['data_wait_fraction']:.1%} | {r['loss_first']:.3f} -> "
             f"{r['loss_last']:.3f} | {r['loss_falls']} | {peak} | {r['status']} |"
         )
+        flush()
     scan = sorted((root / "imagesVa").glob("*.nii.gz"))[0]
     lines += [
         "",
@@ -241,10 +260,8 @@ def main() -> None:
         lines.append(
             f"| {name} | {r['fp32']:.2f} | {r['bf16']:.2f} | {r['fp32'] / r['bf16']:.2f} | {r['agreement']:.5f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        write_text(args.out, text)
+        flush()
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,30 @@ def test_truncated_cache_entry_is_rebuilt_not_used(synth_root, tmp_path):
         except RuntimeError:
             pass
     assert len(readable) == 1  # the rebuilt entry; the others are rebuilt when they are next read
+
+
+def test_cache_command_fills_every_entry_in_worker_processes(synth_root, tmp_path, capsys):
+    """`amos-zoo cache` fills, in 2 processes, the entries `fit` with the same options reads: one per training
+    and validation case, valid (loaded weights-only), and a second run rebuilds nothing."""
+    import json
+
+    from amos_zoo.cli.main import main
+
+    repo = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "cache"
+    args = ["cache", "--workers", "2", "--config", str(repo / "configs/base/cpu.yaml"), "--protocol", "tiny"]
+    args += ["--data.root", str(synth_root), "--data.task", "amos-ctmr", "--data.cache_dir", str(cache)]
+    args += ["--model.arch", "unet", "--model.arch_kwargs", json.dumps({"channels": [8, 16], "strides": [2]})]
+    assert main(args) == 0, capsys.readouterr().err
+    entries = sorted(cache.glob("*.pt"))
+    assert len(entries) == 4 + 3  # 4 training and 3 validation cases of amos-ctmr
+    from amos_zoo.data.cache import allow_cache_types
+
+    allow_cache_types()  # MONAI's MetaTensor and numpy types, as the data module reads the cache
+    for entry in entries:
+        item = torch.load(entry, weights_only=True)
+        assert item["label"].dtype == torch.uint8
+    stamps = {p: p.stat().st_mtime_ns for p in entries}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in sorted(cache.glob("*.pt"))} == stamps
+    assert "preprocessing cache" in capsys.readouterr().err  # the progress bar

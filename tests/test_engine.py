@@ -143,3 +143,20 @@ def test_real_ct_through_the_pipeline(shared_data, tmp_path):
     data = np.asanyarray(pred.dataobj)
     assert data.dtype == np.uint8 and data.max() <= 15
     assert not list(tmp_path.glob(".*tmp*")), "atomic write leaves no temporary file"
+
+
+def test_deterministic_true_on_cuda_is_a_clear_error_and_warn_works():
+    """What CUDA would do at its first step, checked before any work: `deterministic: true` is refused with the
+    setting that works (`warn`), which passes; the CPU accepts `true`."""
+    from amos_zoo.train.module import check_deterministic_settings
+
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(True)
+        with pytest.raises(ValueError, match="--trainer.deterministic warn"):
+            check_deterministic_settings("cuda")
+        check_deterministic_settings("cpu")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # Lightning's deterministic="warn"
+        check_deterministic_settings("cuda")
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])

@@ -280,3 +280,27 @@ def torch_conv():
     import torch
 
     return torch.nn.Conv3d(1, 3, 1)
+
+
+def test_fast_nifti_reading_equals_monai_loadimage(synth_root, tmp_path):
+    """The one-piece NIfTI reader returns what MONAI's LoadImage(NibabelReader) returns: voxels, affine, metadata."""
+    import torch
+    from monai import transforms as mt
+
+    from amos_zoo.infer.predictor import _load_nifti_3d, load_scan
+
+    scaled = tmp_path / "scaled.nii"  # uncompressed, float scaling (slope / intercept) and an LPS affine
+    img = nib.Nifti1Image(np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), np.diag([-1.5, -1.5, 3.0, 1.0]))
+    img.header.set_slope_inter(0.5, -3.0)
+    nib.save(img, scaled)
+    for path in [*sorted((synth_root / "imagesVa").glob("*.nii.gz")), scaled]:
+        reference = mt.LoadImage(reader="NibabelReader", ensure_channel_first=True, image_only=True)(str(path))
+        fast, _ = _load_nifti_3d(str(path))
+        assert torch.equal(fast.as_tensor(), reference.as_tensor()) and fast.dtype == reference.dtype, path
+        assert torch.equal(fast.affine, reference.affine), path
+        assert set(fast.meta) == set(reference.meta), set(fast.meta) ^ set(reference.meta)
+        for key, value in reference.meta.items():
+            ours, theirs = np.asarray(fast.meta[key]), np.asarray(value)
+            numeric = theirs.dtype.kind in "fc"
+            assert np.array_equal(ours, theirs, equal_nan=numeric) or key == "affine", key
+        assert torch.equal(load_scan(path).as_tensor(), reference.as_tensor())

@@ -114,3 +114,25 @@ def test_table_compares_only_same_protocol_and_split(tmp_path):
     )
     with pytest.raises(ValueError, match="lacks split, split_kind, protocol_description, citation, protocol"):
         load_published(bad)
+
+
+@pytest.mark.slow
+def test_reproduce_under_ddp_writes_one_row_from_rank_zero(tmp_path):
+    """`reproduce` with 2 DDP processes (Lightning relaunches the command per rank): the fit is distributed, the
+    prediction, evaluation and row come from rank 0 only: one row, one prediction per validation case."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    amos_zoo = str(Path(sys.executable).parent / "amos-zoo")
+    args = ["reproduce", "--task", "amos-ct", "--model", "unet", "--smoke", "--out", str(tmp_path / "runs")]
+    args += ["--fit_args", json.dumps(["--trainer.devices", "2", "--trainer.strategy", "ddp"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([amos_zoo, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list((tmp_path / "runs").rglob("row.json"))
+    assert len(rows) == 1 and json.loads(rows[0].read_text())["devices"] == 2
+    assert len(list(rows[0].parent.glob("predictions/*.nii.gz"))) == 2  # the 2 synthetic validation CT cases
+    assert done.stdout.count("row written under") == 1  # rank 1 neither predicted nor wrote

@@ -302,7 +302,7 @@ def predict(
     overlap: float | None = None,
     sw_batch_size: int | None = None,
     precision: Literal["auto", "fp32", "bf16"] = "auto",
-    interpolation: Literal["linear", "nearest"] = "linear",
+    interpolation: Literal["linear", "nearest"] | None = None,
     device: str | None = None,
     save_probabilities: bool = False,
     trust: bool = False,
@@ -323,8 +323,8 @@ def predict(
         sw_batch_size: windows per forward pass (default: the model card's).
         precision: auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU is about 2x faster where the CPU has
             native bf16.
-        interpolation: labels back on the input grid: linear = class probabilities interpolated (nnU-Net); nearest =
-            nearest network-grid label (MONAI Invertd).
+        interpolation: labels back on the input grid (default: the model card's protocol): linear = class
+            probabilities interpolated (nnU-Net); nearest = nearest network-grid label (research-contributions).
         device: cpu or cuda[:N] (default: cuda when available).
         save_probabilities: also write <case>_probabilities.npz.
         trust: load unverified or full-unpickling weights (only files you trust).

@@ -8,6 +8,7 @@ Lightning and friends is filtered by name (:mod:`amos_zoo.console`).
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -110,6 +111,37 @@ def _run(argv: list[str]) -> int:
         return 2
 
 
+def _cache(argv: list[str]) -> int:
+    """``amos-zoo cache [--workers N] <fit options>``: fill the preprocessing cache of the data module that
+    ``amos-zoo fit`` with the same options would build, in N processes, before a multi-GPU run (whose other
+    ranks would otherwise wait for rank 0 to fill it)."""
+    from amos_zoo.data.index import DatasetError
+    from amos_zoo.train.cli import run_lightning_cli
+
+    if argv[:1] in (["-h"], ["--help"]) or not argv:
+        print(
+            "usage: amos-zoo cache [--workers N] --config ... --protocol NAME/MODEL --data.root DIR [fit options]\n"
+            "Fill the preprocessing cache that `amos-zoo fit` with the same options reads (N processes, default:\n"
+            "all cores), e.g. before a multi-GPU run.\n\nExample:\n"
+            "  amos-zoo cache --workers 16 --config configs/base/gpu.yaml --protocol btcv/swin_unetr "
+            "--data.root /data/amos22"
+        )
+        return 0
+    workers = None
+    if "--workers" in argv:
+        i = argv.index("--workers")
+        workers, argv = int(argv[i + 1]), argv[:i] + argv[i + 2 :]
+    try:
+        cli = run_lightning_cli(argv, run=False)  # without a subcommand: parse and instantiate only
+        datamodule = cli.datamodule
+        datamodule.prepare_data(workers=workers or os.cpu_count() or 1)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        print(f"amos-zoo cache: error: {err}", file=sys.stderr)
+        return 2
+    print(f"amos-zoo cache: the preprocessing cache of {datamodule.root} is complete in {datamodule.cache_dir}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``amos-zoo`` console script."""
     from amos_zoo.console import quiet_third_party
@@ -119,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if verbose:
         argv = argv[1:]
     quiet_third_party(verbose)
+    if argv and argv[0] == "cache":
+        return _cache(argv[1:])
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from amos_zoo.data.index import DatasetError
         from amos_zoo.train.cli import run_lightning_cli

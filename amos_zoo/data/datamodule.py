@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,41 @@ def worker_init(worker_id: int) -> None:
     worker_init_fn(worker_id)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass(frozen=True)
+class CacheJob:
+    """One preprocessing-cache entry to fill (picklable: filled in a worker process)."""
+
+    recipe: Recipe
+    batch_size: int
+    cache_dir: Path
+    stage: str
+    item: dict
+
+
+def cache_dataset(recipe: Recipe, batch_size: int, cache_dir: Path, stage: str, data: list[dict]) -> Dataset:
+    """The disk-cached dataset of one stage. PersistentDataset stores everything before the first random
+    transform, which for training includes the padding to the patch size: the entry name says which stage and
+    patch."""
+    chain = deterministic_transforms(recipe) + (train_transforms(recipe, batch_size) if stage == "train" else [])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    allow_cache_types()
+    ds = ValidatedPersistentDataset(
+        data, transform=mt.Compose(chain), cache_dir=cache_dir, track_meta=True, weights_only=True
+    )
+    suffix = "-train-" + "x".join(str(p) for p in recipe.patch_size) if stage == "train" else "-val"
+    ds.transform_hash = recipe_cache_key(recipe) + suffix
+    return ds
+
+
+def fill_cache_entry(job: CacheJob) -> None:
+    """Preprocess one case into the cache (nothing to do when a valid entry exists)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)  # one case per worker process: the processes are the parallelism
+    cache_dataset(job.recipe, job.batch_size, job.cache_dir, job.stage, [job.item])._cachecheck(job.item)
 
 
 def _stamp(paths: list[str]) -> str:
@@ -314,19 +350,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _dataset(self, data: list[dict], chain: list, stage: str) -> Dataset:
         """A cached dataset. PersistentDataset stores everything before the first random transform, which
         for training includes the padding to the patch size: the entry name says which stage and patch."""
-        transform = mt.Compose(chain)
         if self.cache == "none":
-            return Dataset(data, transform=transform)
+            return Dataset(data, transform=mt.Compose(chain))
         if self.cache != "disk":
             raise ValueError(f"cache must be 'disk' or 'none', got {self.cache!r}")
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        allow_cache_types()
-        ds = ValidatedPersistentDataset(
-            data, transform=transform, cache_dir=self.cache_dir, track_meta=True, weights_only=True
-        )
-        suffix = "-train-" + "x".join(str(p) for p in self.recipe.patch_size) if stage == "train" else "-val"
-        ds.transform_hash = recipe_cache_key(self.recipe) + suffix
-        return ds
+        return cache_dataset(self.recipe, self.batch_size, self.cache_dir, stage, data)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (runs on every process)."""
@@ -341,20 +369,26 @@ class SegmentationDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate", "test"):
             self.val_ds = self._dataset(self.case_dicts("val"), deterministic, "val")
 
-    def prepare_data(self) -> None:
-        """Fill the preprocessing cache once (rank 0) so later epochs and processes only read it."""
+    def prepare_data(self, workers: int | None = None, progress: bool = True) -> None:
+        """Fill the preprocessing cache once (rank 0), in ``workers`` processes (default: ``num_workers``, at
+        least 1) with a progress bar, so that later epochs and the other processes only read it.
+        ``amos-zoo cache`` runs this before a multi-GPU run, whose other ranks would otherwise wait here."""
         if self.spatial_dims == 2:  # 2D slices are small PNGs: read directly
             return
         self.ensure_plan()
         if self.cache != "disk":
             return
-        deterministic = deterministic_transforms(self.recipe)
-        for stage in ("train", "val"):
-            data = self.case_dicts(stage)
-            chain = deterministic + (train_transforms(self.recipe, self.batch_size) if stage == "train" else [])
-            ds = self._dataset(data, chain, stage)
-            for item in data:
-                ds._cachecheck(item)
+        from amos_zoo.parallel import map_with_progress
+
+        jobs = [
+            CacheJob(self.recipe, self.batch_size, self.cache_dir, stage, item)
+            for stage in ("train", "val")
+            for item in self.case_dicts(stage)
+        ]
+        workers = max(1, workers if workers is not None else (self.num_workers or 1))
+        filled = map_with_progress(fill_cache_entry, jobs, workers, desc="preprocessing cache", progress=progress)
+        for _ in filled:
+            pass
 
     # ---- loaders ------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

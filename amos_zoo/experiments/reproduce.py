@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce"]
+__all__ = ["TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
 
 TASKS = ("amos-ct", "amos-ctmr")
 
@@ -70,7 +70,9 @@ def _smoke_network(model: str, protocol: str) -> dict[str, Any]:
     return kwargs
 
 
-def _smoke_args(model: str, protocol: str, out: Path, steps: int, folds: bool) -> list[str]:
+def smoke_args(model: str, protocol: str, out: Path, steps: int, folds: bool) -> list[str]:
+    """``fit`` options that shrink a protocol's run to seconds on a CPU: coarse grid, small network and patch,
+    ``steps`` steps, cache under ``out``; normalisation, sampling, augmentation, loss and optimiser kept."""
     setting = SMOKE_SETTINGS[model]
     args = [
         "--data.spacing",
@@ -168,7 +170,7 @@ def run_reproduce(
         str(data),
     ]
     if smoke:
-        common += _smoke_args(model, protocol, out, steps, folds is not None)
+        common += smoke_args(model, protocol, out, steps, folds is not None)
     elif max_steps:
         common += ["--trainer.max_steps", str(max_steps)]
     common += list(extra_args)

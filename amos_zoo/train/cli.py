@@ -142,6 +142,20 @@ class AmosLightningCLI(LightningCLI):
             ) from err
 
 
+def shipped_configs(args: Sequence[str]) -> list[str]:
+    """``--config configs/X.yaml`` that is not a file here names the config shipped with the package (the same
+    layout), so the README's commands work from any folder; an existing file always wins."""
+    from amos_zoo.experiments.run import config_root
+
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--config" and not Path(out[i + 1]).is_file():
+            parts = Path(out[i + 1]).parts
+            if parts and parts[0] == "configs" and (config_root().joinpath(*parts[1:])).is_file():
+                out[i + 1] = str(config_root().joinpath(*parts[1:]))
+    return out
+
+
 def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> AmosLightningCLI:
     """Run ``fit`` / ``validate`` / ``test`` (``args`` as on the command line, without ``amos-zoo``); W&B runs
     offline unless ``WANDB_MODE`` says otherwise."""
@@ -149,8 +163,12 @@ def run_lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Am
     os.environ.setdefault("WANDB_SILENT", "true")
     import sys
 
-    if args is not None and sys.argv[1:] == list(args):
+    given = list(sys.argv[1:] if args is None else args)
+    resolved = shipped_configs(given)
+    if resolved == sys.argv[1:]:
         args = None  # the command line itself: LightningCLI reads sys.argv (and DDP relaunches it on each rank)
+    else:
+        args = resolved
     try:
         return AmosLightningCLI(
             SegmentationModule,

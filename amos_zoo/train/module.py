@@ -24,6 +24,21 @@ from amos_zoo.metrics.case import evaluate_case
 __all__ = ["SegmentationModule"]
 
 
+def check_deterministic_settings(device_type: str) -> None:
+    """``--trainer.deterministic true`` on CUDA fails at the first step (cross-entropy's CUDA kernel has no
+    deterministic implementation): a clear error naming the setting that works, before any work is done."""
+    if (
+        device_type == "cuda"
+        and torch.are_deterministic_algorithms_enabled()
+        and not torch.is_deterministic_algorithms_warn_only_enabled()
+    ):
+        raise ValueError(
+            "--trainer.deterministic true cannot train on CUDA: cross-entropy's CUDA kernel has no deterministic "
+            "implementation. Use --trainer.deterministic warn (deterministic algorithms where they exist, a "
+            "warning where they do not; cuDNN autotuning off), or run on the CPU for bitwise repeatable runs"
+        )
+
+
 class SegmentationModule(pl.LightningModule):
     """Train and validate any registered model.
 
@@ -75,6 +90,7 @@ class SegmentationModule(pl.LightningModule):
         protocol: name of the training protocol (recorded in the model card).
         tta: the protocol predicts with mirror test-time augmentation (model card; ``amos-zoo predict`` and
             ``reproduce`` follow it).
+        interpolation: how the protocol puts labels back on a scan's grid (``linear`` or ``nearest``; model card).
 
     A network with deep supervision (DynUNet ``deep_supervision=True``) returns its outputs stacked in training;
     the loss is then nnU-Net v2's weighting: ``2**-i`` for output ``i``, the lowest resolution weighted 0,
@@ -118,6 +134,7 @@ class SegmentationModule(pl.LightningModule):
         legacy_patch_merging: bool = False,
         protocol: str | None = None,
         tta: bool = False,
+        interpolation: str = "linear",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -150,10 +167,14 @@ class SegmentationModule(pl.LightningModule):
             legacy_patch_merging=hp.legacy_patch_merging,
             protocol=hp.protocol,
             tta=hp.tta,
+            interpolation=hp.get("interpolation", "linear"),
         )
 
     # ---- fine-tuning ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        check_deterministic_settings(
+            self.device.type if self._trainer is None else self.trainer.strategy.root_device.type
+        )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "recipe") and getattr(datamodule, "spatial_dims", 3) == 3:
             # the data module's recipe, completed by the dataset's plan in its setup: every checkpoint's card
