@@ -239,7 +239,7 @@ def main() -> None:
             write_text(args.out, "\n".join(lines) + "\n")
 
     for name, (_, steps, _) in MODELS.items():
-        r = run_model(name, root, 6 if args.smoke else steps, args.smoke)
+        r = run_model(name, root, 4 if args.smoke else steps, args.smoke)
         peak = "" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.1f}"
         lines.append(
             f"| {r['model']} | {r['recipe']} | {'x'.join(map(str, r['patch']))} | {r['steps']} | "

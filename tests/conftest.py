@@ -119,4 +119,31 @@ def train_tiny_checkpoint(
 def amos_checkpoint(synth_root, tmp_path_factory) -> Path:
     """The small UNet trained 400 steps on the synthetic AMOS CT cases with mirroring (a 'pretrained' AMOS model;
     mean Dice 0.36 on the 2 validation CT cases, measured once: tests/test_predict.py)."""
-    return train_tiny_checkpoint(synth_root, tmp_path_factory.mktemp("amos_ckpt"), steps=400, flip_prob=0.5)
+    import os
+
+    from filelock import FileLock
+
+    # trained once per test run: under xdist the workers share this run's temporary root (deterministic training,
+    # so whichever worker trains it, the file is the same)
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "amos_ckpt_shared"
+    shared.mkdir(exist_ok=True)
+    with FileLock(str(shared) + ".lock"):
+        path = shared / "model.ckpt"
+        if not path.is_file():
+            trained = train_tiny_checkpoint(synth_root, shared / "train", steps=400, flip_prob=0.5)
+            trained.rename(path)
+    return path
+
+
+#: the longest tests, longest first (measured with --durations): started first, so that the two xdist workers
+#: finish together instead of one running the quickstart alone at the end
+LONGEST_FIRST = ("test_quickstart.py", "test_readme.py", "01_quickstart.ipynb", "test_gpu_run.py", "02_finetune.ipynb")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order

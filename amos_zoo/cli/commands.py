@@ -292,6 +292,7 @@ def evaluate(
     return 0
 
 
+# long only through its docstring, which is the command's --help text
 def predict(
     weights: str,
     input: Path,

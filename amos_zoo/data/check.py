@@ -56,7 +56,10 @@ def _load(path: Path) -> tuple[nib.Nifti1Image | None, np.ndarray | None, Proble
 
 
 def check_case(case: CaseRecord, label_ids: list[int], num_channels: int) -> list[Problem]:
-    """All problems of one case."""
+    """All problems of one case.
+
+    One function because it is a list of independent checks, each reporting its own problem.
+    """
     problems: list[Problem] = []
     grids = []
     for path in case.images:

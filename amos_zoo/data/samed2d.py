@@ -338,6 +338,8 @@ def export_2d(
     dropped. Writes ``SAMed2D_v1.json`` and ``SAMed2D_v1_class_mapping_id.json``; files are written atomically.
 
     Returns counts of cases, images, masks and dropped small masks.
+
+    One function because it follows the release layout's steps per case, slice and instance.
     """
     import nibabel as nib
     from PIL import Image

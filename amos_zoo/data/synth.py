@@ -83,6 +83,8 @@ def make_phantom(
         spacing: voxel size in mm; drawn per case (about 3.5 x 3.5 x 5 mm) when not given.
         anatomy_scale: size of the body and organs relative to the default phantom (1.3 gives adult organ
             volumes: liver about 1.4 L, which the benchmarks use).
+
+    Long because the phantom's anatomy is a table of organ shapes written out.
     """
     rng = np.random.default_rng([seed, case_id])
     modality = "CT" if case_id < AMOS_MRI_FIRST_ID else "MRI"
@@ -178,6 +180,8 @@ def write_synthetic_dataset(
 
     Returns:
         The dataset root.
+
+    Long because it writes each split and the dataset.json in the official layout.
     """
     out = Path(out)
     ct_ids = iter(range(1, 500))

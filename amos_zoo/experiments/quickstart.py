@@ -47,7 +47,10 @@ def _log(msg: str) -> None:
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
-    """Run the whole quickstart; returns the evaluation summary (with ``wall_time_s``)."""
+    """Run the whole quickstart; returns the evaluation summary (with ``wall_time_s``).
+
+    One function because it is the quickstart's script, step after step, as the notebook shows it.
+    """
     import nibabel as nib
     import numpy as np
 

@@ -137,6 +137,8 @@ def run_reproduce(
 
     Returns:
         The row (the cross-validation's row with ``folds``); None on DDP ranks other than 0.
+
+    Long because its docstring is the command's --help text and the folds are run in order here.
     """
     from amos_zoo.console import quiet_third_party
     from amos_zoo.experiments.run import config_file, run_experiment

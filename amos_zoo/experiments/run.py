@@ -105,6 +105,8 @@ def run_experiment(
 
     Returns:
         The result on global rank 0; None on the other DDP ranks.
+
+    One function because it is the experiment's stages in order (fit, predict, evaluate, row), each a few calls.
     """
     import torch
 

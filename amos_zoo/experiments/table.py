@@ -53,7 +53,10 @@ def comparison_label(row: dict, entry: dict) -> str:
 
 def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
     """One line per run and matching published number, and one per published number without a run (our cells
-    empty, never invented)."""
+    empty, never invented).
+
+    One function because each column of a row is decided by the rules above, read top to bottom.
+    """
     lines = []
     matched: set[int] = set()
     for row in sorted(rows, key=lambda r: (r["task"], r.get("protocol") or "", r["model"])):
@@ -136,7 +139,10 @@ def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
 
 
 def write_table(runs: str | Path, out: str | Path | None = None, published_path: str | Path | None = None) -> str:
-    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (default: the runs folder); return markdown."""
+    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (default: the runs folder); return markdown.
+
+    One function because it writes the three renderings of the same rows (markdown, CSV, PNG).
+    """
     runs = Path(runs)
     rows = load_rows(runs)
     if not rows:

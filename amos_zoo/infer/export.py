@@ -57,7 +57,10 @@ def bundle_inference_config(card: ModelCard, modality: str = "CT") -> dict[str, 
     :func:`~amos_zoo.data.recipes.preprocessing_spec` (the list amos-zoo's predictor instantiates), the network
     built by :func:`network_from_card`, a sliding window, MONAI's ``Invertd`` back to each input's grid and
     :func:`~amos_zoo.infer.predictor.fill_background` (the crop's air is background, as in amos-zoo's predictor).
-    ``modality`` is a config entry (``--modality MRI`` on ``monai.bundle run``) that selects the normalisation."""
+    ``modality`` is a config entry (``--modality MRI`` on ``monai.bundle run``) that selects the normalisation.
+
+    Long because it is the bundle's inference.json written out, section by section.
+    """
     preprocessing = [
         {"_target_": spec.target, **_render(spec.kwargs)} for spec in preprocessing_spec(card.recipe, keys=("image",))
     ]

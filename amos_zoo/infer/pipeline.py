@@ -102,6 +102,8 @@ def predict_many(
 
     Returns:
         {"done": [...], "skipped": [...], "failed": {case: reason}, "seconds": s}.
+
+    One function because the reader, the network and the writer threads share its state (report, bar).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

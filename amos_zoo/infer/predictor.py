@@ -109,6 +109,8 @@ def labels_on_input_grid(
     label boundaries need interpolated probabilities. Out-of-grid neighbours follow :func:`resample_to_input_grid`:
     background on the faces the foreground crop cut (``scores.meta["cropped"]``), the border value on the volume's
     own edges. Other (oblique) grid changes fall back to the full resampling.
+
+    One function because the fast and full resampling paths share the grid arithmetic computed at its start.
     """
     src_affine = np.asarray(scores.affine, dtype=np.float64)
     m = np.linalg.inv(src_affine) @ np.asarray(affine, dtype=np.float64)  # output voxel index -> source index

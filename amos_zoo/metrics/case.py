@@ -81,6 +81,8 @@ def evaluate_case(
 
     Returns:
         label id -> {metric: value, "gt_voxels": n, "pred_voxels": n}.
+
+    One function because every metric shares the per-organ crop, surfaces and distances computed once here.
     """
     if gt.shape != pred.shape:
         raise ValueError(f"shapes differ: reference {gt.shape} vs prediction {pred.shape}")

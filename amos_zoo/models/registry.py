@@ -68,10 +68,9 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {}
 
 def register_model(spec: ModelSpec) -> ModelSpec:
     """Add an architecture to the registry (names are unique)."""
-    if spec.name in MODEL_REGISTRY:
-        raise ValueError(f"model {spec.name!r} is already registered")
-    MODEL_REGISTRY[spec.name] = spec
-    return spec
+    from amos_zoo._registry import register_unique
+
+    return register_unique(MODEL_REGISTRY, spec.name, spec, "model")
 
 
 def _unet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:

@@ -121,10 +121,9 @@ WEIGHTS: dict[str, WeightEntry] = {}
 
 def register_weights(entry: WeightEntry) -> WeightEntry:
     """Add an entry (names are unique)."""
-    if entry.name in WEIGHTS:
-        raise ValueError(f"weights {entry.name!r} are already registered")
-    WEIGHTS[entry.name] = entry
-    return entry
+    from amos_zoo._registry import register_unique
+
+    return register_unique(WEIGHTS, entry.name, entry, "weights")
 
 
 def get_weights(name: str) -> WeightEntry:
