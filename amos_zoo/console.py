@@ -63,6 +63,13 @@ NOISE: list[tuple[str, str, str, str]] = [
         "amos-zoo quickstart / reproduce compose the fit arguments and pass them on purpose",
     ),
     (
+        "warning",
+        "pytorch_lightning.trainer.connectors.logger_connector.result",
+        r"It is recommended to use `self.log\('val/",
+        "amos-zoo gathers every validation case's metrics from all processes (by case id) before logging, so every "
+        "rank logs the same value; sync_dist would only average equal numbers",
+    ),
+    (
         "log",
         "pytorch_lightning.utilities.rank_zero",
         r"^(TPU|HPU) available: False",

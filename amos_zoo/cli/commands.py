@@ -556,6 +556,53 @@ def configs() -> int:
     return 0
 
 
+def plan(
+    data: Path,
+    protocol: str = "nnunet-v2",
+    task: Literal["amos-ct", "amos-ctmr", "amos-mr", "all"] = "amos-ct",
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+) -> int:
+    """Fingerprint a dataset and make a protocol's plan (target spacing, intensity statistics, normalisation mask),
+    as nnU-Net plans it; written beside the preprocessing cache, where fit and reproduce read it.
+
+    Args:
+        data: dataset folder (holding dataset.json).
+        protocol: a protocol whose recipe is planned (nnunet-v2, amos-paper).
+        task: which cases (every labelled case of the task, training and validation).
+        cache_dir: preprocessing cache folder (default: DATA/.amos_zoo_cache/PROTOCOL, as fit uses).
+        workers: parallel processes (default: all cores).
+
+    Example:
+        amos-zoo plan --data /data/amos22 --protocol nnunet-v2 --task amos-ctmr
+    """
+    import os
+
+    from amos_zoo.data.datamodule import SegmentationDataModule
+
+    dm = SegmentationDataModule(
+        str(data),
+        task=task,
+        recipe=protocol,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        num_workers=workers or os.cpu_count() or 1,
+    )
+    if not dm.recipe.needs_plan:
+        print(f"protocol {protocol}: its recipe is fixed (spacing {dm.recipe.spacing}); nothing to plan")
+        return 0
+    dm.ensure_plan()
+    recipe = dm.recipe
+    print(f"plan of {data} for protocol {protocol}, task {task}: {dm.plan_path}")
+    print(f"  target spacing (x, y, z): {tuple(round(s, 4) for s in recipe.spacing)} mm")
+    for c, stats in enumerate(recipe.intensity_stats or ()):
+        low, high, mean, std = stats
+        print(
+            f"  channel {c} foreground intensities: 0.5 % {low:.2f}, 99.5 % {high:.2f}, mean {mean:.2f}, std {std:.2f}"
+        )
+    print(f"  z-score inside the non-zero mask: {recipe.zscore_nonzero_mask}")
+    return 0
+
+
 #: command name -> function (``protocol list`` / ``protocol show`` are nested under ``protocol``)
 COMMANDS = {
     "quickstart": quickstart,
@@ -566,6 +613,7 @@ COMMANDS = {
     "protocol show": protocol_show,
     "protocol docs": protocol_docs,
     "check-data": check_data,
+    "plan": plan,
     "evaluate": evaluate,
     "predict": predict,
     "export": export,

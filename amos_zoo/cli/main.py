@@ -64,6 +64,7 @@ def build_parser():
     from amos_zoo.console import help_formatter
 
     lightning = "\n".join(f"  {k:<10} {v}" for k, v in LIGHTNING_COMMANDS.items())
+    lightning += "\n  cache      fill the preprocessing cache fit would read, in parallel (fit's options; --workers N)"
     parser = ArgumentParser(
         prog="amos-zoo",
         description="Benchmarked MONAI baselines for AMOS 2022 and the Medical Segmentation Decathlon.",
