@@ -143,3 +143,30 @@ def test_cache_command_fills_every_entry_in_worker_processes(synth_root, tmp_pat
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in sorted(cache.glob("*.pt"))} == stamps
     assert "preprocessing cache" in capsys.readouterr().err  # the progress bar
+
+
+@pytest.mark.parametrize("sampling", ["posneg", "nnunet"])
+def test_training_entries_are_plain_tensors_with_the_case_positions(synth_root, tmp_path, sampling):
+    """A training cache entry holds plain tensors (uint8 label) and the positions its sampling reads, checked
+    against the label itself: fg indices are foreground voxels, bg indices background inside the body; class
+    locations (nnU-Net sampling only) lie on their class. The crops of a batch are plain tensors as well."""
+    import dataclasses
+
+    dm = _dm(synth_root, tmp_path, batch_size=2)
+    dm.recipe = dataclasses.replace(dm.recipe, sampling=sampling)
+    dm.setup("fit")
+    entry = dm.train_ds._cachecheck(dm.case_dicts("train")[0])
+    assert type(entry["image"]) is torch.Tensor and type(entry["label"]) is torch.Tensor
+    assert entry["label"].dtype == torch.uint8 and entry["image"].dtype == torch.float32
+    label, image = entry["label"][0].numpy(), entry["image"].numpy().max(0)
+    flat = label.reshape(-1)
+    fg, bg = np.asarray(entry["fg_indices"]), np.asarray(entry["bg_indices"])
+    assert len(fg) == min(int((flat > 0).sum()), 100_000) and np.all(flat[fg] > 0)
+    assert len(bg) > 0 and np.all(flat[bg] == 0) and np.all(image.reshape(-1)[bg] > 0)
+    assert ("class_locations" in entry) == (sampling == "nnunet")
+    if sampling == "nnunet":
+        for organ, coords in entry["class_locations"].items():
+            assert np.all(label[tuple(coords.T)] == organ)
+        assert set(entry["class_locations"]) == set(np.unique(label).tolist()) - {0}
+    batch = next(iter(dm.train_dataloader()))
+    assert type(batch["image"]) is torch.Tensor and batch["image"].shape[2:] == (32, 32, 16)

@@ -126,8 +126,9 @@ def test_real_ct_through_the_pipeline(shared_data, tmp_path):
     assert set(torch.unique(item["label"]).tolist()) >= {1, 2, 3, 6, 8, 9}
 
     patches = mt.Compose(train_transforms(recipe))(item)
-    x = torch.stack([p["image"] for p in patches]).as_tensor()
-    y = torch.stack([p["label"] for p in patches]).as_tensor()
+    x = torch.stack([p["image"] for p in patches])
+    y = torch.stack([p["label"] for p in patches])
+    assert type(x) is torch.Tensor and y.dtype == torch.uint8  # training crops: plain tensors
     model = SegmentationModule(arch="unet", arch_kwargs=SMALL_UNET, num_classes=16, roi_size=(32, 32, 32))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss = model.loss(model(x), y)

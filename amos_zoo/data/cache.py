@@ -1,8 +1,9 @@
 """The preprocessing cache's safe-loading allow-list.
 
-Cached cases are MetaTensors with their metadata (affine, original shape, applied operations). They are
-read back with ``torch.load(weights_only=True)``; this module allow-lists exactly the MONAI and numpy
-types those files hold, so nothing else in a cache file can run code.
+Cached validation cases are MetaTensors with their metadata (affine, original shape, applied operations);
+training entries are plain tensors with the case's sampled positions. They are read back memory-mapped with
+``torch.load(weights_only=True)``; this module allow-lists exactly the MONAI and numpy types those files hold,
+so nothing else in a cache file can run code.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 #: bump when the cached content changes meaning (new deterministic transform, dtype...)
-CACHE_FORMAT_VERSION = 2  # 2: uint8 labels and sampled class locations in training entries
+CACHE_FORMAT_VERSION = 3  # 2: uint8 labels, class locations in training entries; 3: those only for nnunet sampling
 
 
 def _monai_globals() -> list:
@@ -61,7 +62,8 @@ def recipe_cache_key(recipe) -> str:
 
 class ValidatedPersistentDataset(PersistentDataset):
     """A MONAI PersistentDataset whose unreadable entries (a crashed run's truncated file, a corrupt file)
-    are deleted and rebuilt, never used."""
+    are deleted and rebuilt, never used. Entries are memory-mapped (``torch.load(mmap=True)``, copy-on-write), as
+    nnU-Net memory-maps its preprocessed arrays: a training crop reads the patch's pages, not the whole volume."""
 
     def _cachecheck(self, item_transformed):
         if self.cache_dir is not None:
@@ -69,7 +71,7 @@ class ValidatedPersistentDataset(PersistentDataset):
             path = self.cache_dir / f"{key}.pt"
             if path.is_file():
                 try:
-                    return torch.load(path, weights_only=self.weights_only)
+                    return torch.load(path, weights_only=self.weights_only, mmap=True)
                 except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt
                     warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}); rebuilding it", stacklevel=2)
                     path.unlink(missing_ok=True)

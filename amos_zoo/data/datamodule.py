@@ -1,10 +1,10 @@
 """The one LightningDataModule every model trains with.
 
 It reads the dataset index, picks a task's cases from the official splits, runs the recipe's
-deterministic preprocessing once into a validated disk cache (MONAI PersistentDataset with
-``track_meta=True``; the source files' size and modification time are part of the case key, the
-recipe's deterministic settings part of every entry's name), samples positive/negative patches for
-training and serves whole volumes for validation. Under DDP the validation cases are split between
+deterministic preprocessing once into a validated disk cache (MONAI PersistentDataset; MetaTensors for
+validation entries, plain tensors for training entries; the source files' size and modification time are part
+of the case key, the recipe's deterministic settings part of every entry's name), samples positive/negative
+patches for training and serves whole volumes for validation. Under DDP the validation cases are split between
 processes without padding, so no case is scored twice.
 """
 

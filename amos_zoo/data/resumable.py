@@ -101,7 +101,14 @@ class EpochSeededDataset(Dataset):
         transform = getattr(self.dataset, "transform", None)
         if transform is not None and hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=sample_seed(self.seed, epoch, index))
-        for t in getattr(transform, "transforms", ()):
+        for t in _nested(transform):
             if hasattr(t, "set_batch_slot"):
                 t.set_batch_slot(slot, self.batch_size)
         return self.dataset[index]
+
+
+def _nested(transform) -> Iterator:
+    """A transform and every transform of its (nested) chains, in order."""
+    yield transform
+    for t in getattr(transform, "transforms", ()):
+        yield from _nested(t)

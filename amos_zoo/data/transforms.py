@@ -156,9 +156,10 @@ class ClassLocationsd(mt.MapTransform):
         max_indices: int = 100_000,
         image_threshold: float = 0.0,
         seed: int = 1234,
+        class_locations: bool = True,
     ) -> None:
         super().__init__([label_key])
-        self.label_key, self.image_key = label_key, image_key
+        self.label_key, self.image_key, self.class_locations = label_key, image_key, class_locations
         self.per_class, self.min_coverage, self.max_indices = per_class, min_coverage, max_indices
         self.image_threshold, self.seed = image_threshold, seed
 
@@ -170,11 +171,12 @@ class ClassLocationsd(mt.MapTransform):
         image = np.asarray(torch.as_tensor(d[self.image_key])).max(0)
         rng = np.random.RandomState(self.seed)
         locations = {}
-        for c in (int(v) for v in np.unique(label) if v > 0):
+        for c in (int(v) for v in np.unique(label) if v > 0 and self.class_locations):
             coords = np.argwhere(label == c)
             n = max(min(self.per_class, len(coords)), int(np.ceil(len(coords) * self.min_coverage)))
             locations[c] = coords[rng.choice(len(coords), n, replace=False)].astype(np.int32)
-        d["class_locations"] = locations
+        if self.class_locations:
+            d["class_locations"] = locations
         flat_label, flat_image = label.reshape(-1), image.reshape(-1)
         for key, mask in (
             ("fg_indices", flat_label > 0),
@@ -300,6 +302,22 @@ def _nnunet_augmentation(recipe: Recipe, keys: list[str]) -> list:
     return chain
 
 
+class WithoutMetadata(mt.Compose):
+    """A chain run on plain tensors: MONAI's metadata tracking (``set_track_meta``) is off while it runs and
+    restored afterwards. The random part of training needs no geometry, and tracking every operation on
+    MetaTensors cost about half of a batch's time (benchmarks/bench_data.py)."""
+
+    def __call__(self, input_, start=0, end=None, threading=False, lazy: bool | None = None):
+        from monai.data import get_track_meta, set_track_meta
+
+        previous = get_track_meta()
+        set_track_meta(False)
+        try:
+            return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
+        finally:
+            set_track_meta(previous)
+
+
 def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
     """The recipe's training chain after the cached part: a deterministic head (labels stay uint8, padding to the
     patch, class locations: cached with the case) and the random part (patch sampling, augmentation)."""
@@ -308,7 +326,18 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
     # spatial augmentation works on a larger patch, cut back to the patch afterwards (nnU-Net's initial patch size),
     # so that rotations and zooms do not bring empty corners into the patch
     crop_size = tuple(int(math.ceil(p * 1.25 / 2) * 2) for p in recipe.patch_size) if nnunet_aug else recipe.patch_size
-    chain: list = [mt.SpatialPadd(keys, spatial_size=crop_size), ClassLocationsd()]
+    # posneg sampling reads only fg / bg indices: no class locations in its entries, which MONAI's crop would
+    # otherwise deep-copy into every sample (a third of a batch's time, measured in benchmarks/bench_data.py)
+    head: list = [
+        mt.SpatialPadd(keys, spatial_size=crop_size),
+        ClassLocationsd(class_locations=recipe.sampling == "nnunet"),
+        # training entries are plain tensors: training needs no geometry, and a plain entry loads several times
+        # faster than MetaTensors with their traced operations (benchmarks/bench_data.py). Validation entries keep
+        # their MetaTensors (geometry, inversion).
+        mt.EnsureTyped([*keys, "fg_indices", "bg_indices"], track_meta=False),
+        mt.DeleteItemsd(["foreground_start_coord", "foreground_end_coord"]),
+    ]
+    chain: list = []
     if recipe.sampling == "nnunet":
         chain.append(
             OversampledCropd(
@@ -346,4 +375,4 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
                 mt.RandScaleIntensityd("image", factors=recipe.intensity_factor, prob=recipe.intensity_prob),
                 mt.RandShiftIntensityd("image", offsets=recipe.intensity_factor, prob=recipe.intensity_prob),
             ]
-    return chain
+    return [*head, WithoutMetadata(chain)]  # the cache holds the head; the random part runs on plain tensors
