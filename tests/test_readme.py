@@ -90,7 +90,8 @@ def test_every_readme_command_and_python_example_runs(synth_root, tmp_path, monk
         output = capsys.readouterr()
         assert code == 0, f"amos-zoo {' '.join(args)} exited {code}\n{output.out[-2000:]}\n{output.err[-3000:]}"
         ran.append(args[0])
-    assert {"fit", "validate", "reproduce", "table", "predict", "evaluate", "export", "check-data", "cache"} <= set(ran)
+    expected = {"fit", "validate", "reproduce", "table", "predict", "evaluate", "export", "check-data", "cache", "plan"}
+    assert expected <= set(ran)
     assert (work / "runs/table.md").is_file() and (work / "eval/summary.json").is_file()
     assert len(list((work / "preds_val").glob("*.nii.gz"))) == 3
 
