@@ -43,6 +43,16 @@ def synth_root(tmp_path_factory) -> Path:
 
 SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
 
+
+def small_fit_args(data_root: Path, cache_dir: Path, task: str | None = None) -> list[str]:
+    """`amos-zoo fit` options of a small CPU run: cpu.yaml, the quickstart protocol on the tiny recipe, SMALL_UNET."""
+    import json
+
+    args = ["--config", str(REPO / "configs/base/cpu.yaml"), "--protocol", "quickstart/unet"]
+    args += ["--data.root", str(data_root), "--data.recipe", "tiny", *(["--data.task", task] if task else [])]
+    return [*args, "--data.cache_dir", str(cache_dir), "--model.arch_kwargs", json.dumps(SMALL_UNET)]
+
+
 #: LightningCLI options that keep a test's `amos-zoo fit` quiet and small (CPU, fp32, no logger/callbacks/files)
 QUIET_CLI_TRAINER = [
     "--trainer.precision",

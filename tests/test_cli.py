@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SMALL_UNET
+from conftest import small_fit_args
 
 from amos_zoo.cli.commands import COMMANDS
 from amos_zoo.cli.main import main
@@ -143,24 +143,7 @@ def test_gpu_config_runs_ddp_with_a_setup_timeout_that_outlasts_a_cache_fill(syn
 
 def test_fit_validate_and_the_safe_checkpoint_loader(synth_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    common = [
-        "--config",
-        str(REPO / "configs/base/cpu.yaml"),
-        "--protocol",
-        "quickstart/unet",
-        "--data.root",
-        str(synth_root),
-        "--data.recipe",
-        "tiny",
-        "--data.task",
-        "amos-ctmr",
-        "--data.cache_dir",
-        str(tmp_path / "cache"),
-        "--model.arch_kwargs",
-        json.dumps(SMALL_UNET),
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
+    common = [*small_fit_args(synth_root, tmp_path / "cache", "amos-ctmr"), "--trainer.enable_progress_bar", "false"]
     assert (
         main(
             [

@@ -6,7 +6,6 @@ finishes with each case counted once."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import SMALL_UNET
+from conftest import SMALL_UNET, small_fit_args
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.train.module import SegmentationModule
@@ -33,20 +32,7 @@ def _amos_zoo(args: list[str], cwd: Path) -> str:
 
 def _common(synth_root: Path, tmp_path: Path, task: str, devices: int) -> list[str]:
     return [
-        "--config",
-        str(REPO / "configs/base/cpu.yaml"),
-        "--protocol",
-        "quickstart/unet",
-        "--data.root",
-        str(synth_root),
-        "--data.recipe",
-        "tiny",
-        "--data.task",
-        task,
-        "--data.cache_dir",
-        str(tmp_path / "cache"),
-        "--model.arch_kwargs",
-        json.dumps(SMALL_UNET),
+        *small_fit_args(synth_root, tmp_path / "cache", task),
         "--model.sw_batch_size",
         "2",
         "--trainer.devices",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SMALL_UNET
+from conftest import small_fit_args
 
 from amos_zoo.console import NOISE
 
@@ -20,18 +19,7 @@ def _fit(synth_root: Path, tmp_path: Path, *, verbose: bool) -> str:
     args = [
         *(["--verbose"] if verbose else []),
         "fit",
-        "--config",
-        str(REPO / "configs/base/cpu.yaml"),
-        "--protocol",
-        "quickstart/unet",
-        "--data.root",
-        str(synth_root),
-        "--data.recipe",
-        "tiny",
-        "--data.cache_dir",
-        str(tmp_path / "cache"),
-        "--model.arch_kwargs",
-        json.dumps(SMALL_UNET),
+        *small_fit_args(synth_root, tmp_path / "cache"),
         "--trainer.max_steps",
         "2",
         "--trainer.val_check_interval",

@@ -112,16 +112,7 @@ def test_bf16_precision_and_cpu_stitching_fallback(monkeypatch):
         diff = (bf16._logits(x) - fp32).abs().max()
     assert 0 < diff < 0.02  # bf16 was used (not bit-identical) and stays close
 
-    calls = []
-    real = inference.sliding_window_inference
-
-    def fake(*args, **kwargs):
-        calls.append(kwargs.get("device"))
-        if kwargs.get("device") is None:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "sliding_window_inference", fake)
+    calls = _whole_volume_passes_run_out_of_memory(monkeypatch)
     with pytest.warns(UserWarning, match="stitching windows on the CPU"):
         with torch.no_grad():
             out = _predictor(precision="fp32")._logits(x)
@@ -141,16 +132,7 @@ def test_cpu_stitching_fallback_holds_for_every_tta_pass(monkeypatch):
 
     image = MetaTensor(torch.rand(1, 20, 24, 18), affine=torch.eye(4))
     expected = predictor().probabilities_from_preprocessed({"image": image})
-    calls = []
-    real = inference.sliding_window_inference
-
-    def fake(*args, **kwargs):
-        calls.append(kwargs.get("device"))
-        if kwargs.get("device") is None:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "sliding_window_inference", fake)
+    calls = _whole_volume_passes_run_out_of_memory(monkeypatch)
     with pytest.warns(UserWarning, match="stitching windows on the CPU") as caught:
         got = predictor().probabilities_from_preprocessed({"image": image})
     assert calls == [None] + ["cpu"] * 8
@@ -177,3 +159,19 @@ def test_constant_windows_reuse_one_output_with_the_same_numbers():
     reused, skipped = logits(True)
     assert none_skipped == 0 and skipped > 20
     assert torch.allclose(reused, every, atol=1e-6)
+
+
+def _whole_volume_passes_run_out_of_memory(monkeypatch) -> list:
+    """Make every sliding-window pass that stitches on the network's device raise CUDA's out-of-memory error
+    (passes with ``device="cpu"`` run); returns the list that records each pass's stitching device."""
+    calls = []
+    real = inference.sliding_window_inference
+
+    def fake(*args, **kwargs):
+        calls.append(kwargs.get("device"))
+        if kwargs.get("device") is None:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "sliding_window_inference", fake)
+    return calls

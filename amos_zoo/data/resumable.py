@@ -92,6 +92,8 @@ class EpochSeededDataset(Dataset):
         self.dataset = dataset
         self.seed = seed
         self.batch_size = batch_size
+        # the transforms (nested chains included) that want the sample's batch position, found once
+        self._slotted = [t for t in _nested(getattr(dataset, "transform", None)) if hasattr(t, "set_batch_slot")]
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -101,9 +103,8 @@ class EpochSeededDataset(Dataset):
         transform = getattr(self.dataset, "transform", None)
         if transform is not None and hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=sample_seed(self.seed, epoch, index))
-        for t in _nested(transform):
-            if hasattr(t, "set_batch_slot"):
-                t.set_batch_slot(slot, self.batch_size)
+        for t in self._slotted:
+            t.set_batch_slot(slot, self.batch_size)
         return self.dataset[index]
 
 

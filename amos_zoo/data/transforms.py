@@ -171,7 +171,8 @@ class ClassLocationsd(mt.MapTransform):
         image = np.asarray(torch.as_tensor(d[self.image_key])).max(0)
         rng = np.random.RandomState(self.seed)
         locations = {}
-        for c in (int(v) for v in np.unique(label) if v > 0 and self.class_locations):
+        present = [int(v) for v in np.unique(label) if v > 0] if self.class_locations else []
+        for c in present:
             coords = np.argwhere(label == c)
             n = max(min(self.per_class, len(coords)), int(np.ceil(len(coords) * self.min_coverage)))
             locations[c] = coords[rng.choice(len(coords), n, replace=False)].astype(np.int32)
