@@ -541,9 +541,10 @@ def reproduce(
 
 @positional("runs")
 def table(runs: Path, published: Path | None = None, out: Path | None = None) -> int:
-    """Collect reproduce rows into the benchmark table, beside published numbers of the same protocol and split.
+    """Collect reproduce rows into the benchmark tables, beside published numbers of the same protocol and split.
 
-    Writes table.md, table.csv and table.png; a difference against a number of another protocol or split is labelled.
+    Writes table.md (the AMOS table and the Decathlon table: tasks as columns, mean Dice per task), table.csv /
+    table.png (AMOS) and decathlon.csv / decathlon.png; a number of another protocol or split is labelled.
 
     Args:
         runs: runs folder.
@@ -556,7 +557,9 @@ def table(runs: Path, published: Path | None = None, out: Path | None = None) ->
     from amos_zoo.experiments.table import write_table
 
     print(write_table(runs, out, published))
-    print(f"written: {(out or runs) / 'table.md'}, table.csv, table.png")
+    folder = out or runs
+    written = [n for n in ("table.csv", "table.png", "decathlon.csv", "decathlon.png") if (folder / n).is_file()]
+    print(f"written: {folder / 'table.md'}, {', '.join(written)}")
     return 0
 
 
