@@ -164,7 +164,8 @@ def test_the_covering_set_covers():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task, protocol, model", COVERING)
-def test_reproduce_smoke_on_every_decathlon_task(task, protocol, model, tmp_path):
+def test_reproduce_smoke_on_every_decathlon_task(task, protocol, model, tmp_path, monkeypatch):
+    monkeypatch.setattr("amos_zoo.data.plan.V2_FOREGROUND_SAMPLES", 1e5)  # the plan's sampling: tests/test_plan.py
     runs = tmp_path / "runs"
     one_fold = [] if task == "Task01_BrainTumour" else ["--folds", "[0]"]
     args = ["reproduce", "--task", task, "--protocol", protocol, "--model", model, "--smoke", "--out", str(runs)]
