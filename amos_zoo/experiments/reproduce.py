@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from amos_zoo.data.msd import MSD_TASKS
+from amos_zoo.data.msd import MSD_TASKS, check_task_dataset, task_fit_args, write_msd_dataset
 
-__all__ = ["TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
+__all__ = ["AMOS_TASKS", "TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
 
 AMOS_TASKS = ("amos-ct", "amos-ctmr")
 TASKS = (*AMOS_TASKS, *MSD_TASKS)
@@ -61,7 +61,6 @@ def default_protocol(model: str) -> str:
 
 
 def _smoke_data(out: Path, task: str) -> Path:
-    from amos_zoo.data.msd import write_msd_dataset
     from amos_zoo.data.synth import write_synthetic_dataset
 
     if task in MSD_TASKS:  # 4 training cases: 2 folds of 2
@@ -179,7 +178,6 @@ def run_reproduce(
         data = _smoke_data(out, task)
     regions = None
     if decathlon:
-        from amos_zoo.data.msd import check_task_dataset
         from amos_zoo.metrics.regions import task_regions
 
         regions = task_regions(task, check_task_dataset(data, task).labels)
@@ -194,8 +192,6 @@ def run_reproduce(
         str(data),
     ]
     if decathlon:
-        from amos_zoo.data.msd import task_fit_args
-
         common += task_fit_args(task, protocol)
     else:
         common += ["--data.task", task]
