@@ -226,6 +226,7 @@ def test_the_decathlon_table(tmp_path):
     markdown = decathlon_markdown(lines)
     header = markdown.splitlines()[2]
     assert header.startswith("| protocol / model | BrainTumour | Heart |") and header.endswith("| Spleen | Colon |")
+
     def cells(name):
         line = next(ln for ln in markdown.splitlines() if ln.startswith(f"| {name} |"))
         return [c.strip() for c in line.split("|")[2:-1]]
