@@ -246,3 +246,11 @@ def test_the_decathlon_table(tmp_path):
     assert (tmp_path / "decathlon.png").stat().st_size > 0 and not (tmp_path / "table.csv").exists()
     csv_lines = (tmp_path / "decathlon.csv").read_text().splitlines()
     assert csv_lines[0].startswith("task,model,dice") and len(csv_lines) == 1 + len(lines)
+
+    amos = tmp_path / "amos-ct" / "btcv" / "unet"  # an AMOS row too: both tables, each with its files
+    amos.mkdir(parents=True)
+    (amos / "row.json").write_text(json.dumps({**row("amos-ct", "btcv", "unet", 0.8), "split_kind": "official"}))
+    both = write_table(tmp_path)
+    assert both.index("| task | protocol | model | split | mDSC |") < both.index("| protocol / model | BrainTumour |")
+    assert "| amos-ct | btcv | unet | official | 0.8000 |" in both and (tmp_path / "table.png").stat().st_size > 0
+    assert "Task09_Spleen" not in (tmp_path / "table.csv").read_text()
