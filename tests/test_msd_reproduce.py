@@ -75,6 +75,46 @@ def test_each_task_is_scored_as_the_decathlon_defines_it(one_case_per_task, tmp_
             assert not np.allclose(region_dice, [by_label[k]["Dice"] for k in (1, 2, 3)], atol=1e-3)
 
 
+def test_brats_regions_in_the_msd_convention_are_the_challenges(tmp_path):
+    """BraTS labels 1 necrotic / non-enhancing core, 2 edema, 4 enhancing; its regions: whole tumour {1, 2, 4}, tumour
+    core {1, 4}, enhancing {4} (BraTS 2019/2020 task pages). nnunetv2's own BraTS conversion maps the labels to the
+    MSD's convention (1 edema, 2 non-enhancing, 3 enhancing) and declares the regions of its dataset.json; our
+    regions on its converted labels are the challenge's regions on the original ones."""
+    import ast
+    import inspect
+
+    import nnunetv2.dataset_conversion.Dataset137_BraTS21 as brats21
+
+    from amos_zoo.data.labels import LabelMap
+    from amos_zoo.metrics.regions import BRATS_REGIONS
+
+    call = next(
+        node
+        for node in ast.walk(ast.parse(inspect.getsource(brats21)))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "generate_dataset_json"
+    )
+    declared = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "labels"))
+    assert [tuple(v) for k, v in declared.items() if k != "background"] == [r.labels for r in BRATS_REGIONS]
+    assert MSD_TASKS["Task01_BrainTumour"].labels == {
+        "0": "background",
+        "1": "edema",
+        "2": "non-enhancing tumor",
+        "3": "enhancing tumour",
+    }
+
+    rng = np.random.default_rng(0)
+    original = rng.choice(np.array([0, 1, 2, 4], dtype=np.uint8), size=(12, 10, 8))
+    nib.save(nib.Nifti1Image(original, np.eye(4)), tmp_path / "brats.nii.gz")
+    brats21.copy_BraTS_segmentation_and_convert_labels_to_nnUNet(
+        str(tmp_path / "brats.nii.gz"), str(tmp_path / "msd.nii.gz")
+    )
+    converted = np.asarray(nib.load(tmp_path / "msd.nii.gz").dataobj)
+    challenge = {"whole tumour": (1, 2, 4), "tumour core": (1, 4), "enhancing tumour": (4,)}
+    regions = task_regions("Task01_BrainTumour", LabelMap.from_json(MSD_TASKS["Task01_BrainTumour"].labels))
+    for region in regions:
+        np.testing.assert_array_equal(region.mask(converted), np.isin(original, challenge[region.name]))
+
+
 def test_a_dataset_of_another_task_is_refused_by_name(one_case_per_task):
     spleen = one_case_per_task["Task09_Spleen"]
     with pytest.raises(ValueError, match=r"dataset\.json: 1 channel.*Task01_BrainTumour has 4 channel"):

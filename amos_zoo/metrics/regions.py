@@ -8,7 +8,9 @@ challenge evaluates: whole tumour (1, 2, 3), tumour core (2, 3) and enhancing tu
 necrosis, 3 enhancing tumour: "The challenge evaluation is done on the regions"), ``nnunetv2``'s
 ``dataset_conversion/Dataset137_BraTS21.py`` labels ``{'whole tumor': (1, 2, 3), 'tumor core': (2, 3),
 'enhancing tumor': (3, )}`` and ``nnunet`` 1.7.1's ``evaluation/region_based_evaluation.py get_brats_regions``
-(the same tuples); tests/test_msd_reproduce.py scores files with nnunetv2's own region code and compares.
+(the same tuples). In the challenge's own labels (1 necrotic / non-enhancing core, 2 edema, 4 enhancing; BraTS 2019 /
+2020 task pages) these are whole tumour {1, 2, 4}, tumour core {1, 4}, enhancing tumour {4}. tests/test_msd_reproduce.py
+checks the regions against nnunetv2's BraTS conversion and scores files with nnunetv2's own metric code.
 """
 
 from __future__ import annotations
