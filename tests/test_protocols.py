@@ -86,4 +86,4 @@ def test_published_numbers_name_real_protocols():
     names = {p.name for p in list_protocols()}
     for entry in load_published():
         assert entry["protocol"] is None or entry["protocol"] in names
-        assert entry["split_kind"] in ("cross-validation", "official", "not stated")
+        assert entry["split_kind"] in ("cross-validation", "official", "hold-out", "not stated")

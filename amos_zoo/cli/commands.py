@@ -466,8 +466,25 @@ def convert(
     return 0
 
 
+#: the tasks `reproduce` runs: AMOS Task 1 and 2, and the ten Decathlon tasks
+ReproduceTask = Literal[
+    "amos-ct",
+    "amos-ctmr",
+    "Task01_BrainTumour",
+    "Task02_Heart",
+    "Task03_Liver",
+    "Task04_Hippocampus",
+    "Task05_Prostate",
+    "Task06_Lung",
+    "Task07_Pancreas",
+    "Task08_HepaticVessel",
+    "Task09_Spleen",
+    "Task10_Colon",
+]
+
+
 def reproduce(
-    task: Literal["amos-ct", "amos-ctmr"],
+    task: ReproduceTask,
     model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet"],
     data: Path | None = None,
     protocol: str | None = None,
@@ -481,11 +498,13 @@ def reproduce(
 
     Writes OUT/TASK/PROTOCOL/MODEL/row.json (protocol, split, resolved config, commit, data hash, metrics, wall
     time, device, peak memory). --smoke runs the same path on synthetic data with small networks in minutes on a CPU.
+    A Decathlon task (--task Task09_Spleen --data /data/Task09_Spleen) runs nnU-Net's 5-fold cross-validation over
+    its training cases; BrainTumour is scored on the BraTS regions (whole tumour, tumour core, enhancing tumour).
 
     Args:
-        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2).
+        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2) or Decathlon task (Task01_BrainTumour ... Task10_Colon).
         model: the network.
-        data: AMOS 2022 folder (holding dataset.json).
+        data: the task's dataset folder (AMOS 2022, or the MSD task's folder; holding dataset.json).
         protocol: protocol card (default: the published protocol that trained the model; amos-zoo protocol list).
         out: runs folder.
         smoke: synthetic data, small networks, 4 steps, CPU.
@@ -522,9 +541,10 @@ def reproduce(
 
 @positional("runs")
 def table(runs: Path, published: Path | None = None, out: Path | None = None) -> int:
-    """Collect reproduce rows into the benchmark table, beside published numbers of the same protocol and split.
+    """Collect reproduce rows into the benchmark tables, beside published numbers of the same protocol and split.
 
-    Writes table.md, table.csv and table.png; a difference against a number of another protocol or split is labelled.
+    Writes table.md (the AMOS table and the Decathlon table: tasks as columns, mean Dice per task), table.csv /
+    table.png (AMOS) and decathlon.csv / decathlon.png; a number of another protocol or split is labelled.
 
     Args:
         runs: runs folder.
@@ -537,7 +557,9 @@ def table(runs: Path, published: Path | None = None, out: Path | None = None) ->
     from amos_zoo.experiments.table import write_table
 
     print(write_table(runs, out, published))
-    print(f"written: {(out or runs) / 'table.md'}, table.csv, table.png")
+    folder = out or runs
+    written = [n for n in ("table.csv", "table.png", "decathlon.csv", "decathlon.png") if (folder / n).is_file()]
+    print(f"written: {folder / 'table.md'}, {', '.join(written)}")
     return 0
 
 

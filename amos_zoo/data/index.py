@@ -201,10 +201,13 @@ def _load_nnunet(root, path, meta, labels, channels, override) -> DatasetIndex:
 
 
 def select_task_cases(index: DatasetIndex, split: str, task: str) -> list[CaseRecord]:
-    """Cases of ``split`` that belong to ``task`` (``amos-ct``, ``amos-ctmr``, ``amos-mr`` or ``all``)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    keep = TASKS[task]
+    """Cases of ``split`` that belong to ``task`` (``amos-ct``, ``amos-ctmr``, ``amos-mr``, ``all``, or a Decathlon
+    task name such as ``Task09_Spleen``: every case of its dataset)."""
+    from amos_zoo.data.msd import MSD_TASKS  # imported here: msd brings the synthetic-data writers (scipy)
+
+    if task not in TASKS and task not in MSD_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join([*TASKS, *MSD_TASKS])}")
+    keep = TASKS.get(task, TASKS["all"])
     cases = [c for c in index.split(split) if c.modality in keep]
     if not cases:
         raise DatasetError(

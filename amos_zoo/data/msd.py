@@ -17,7 +17,7 @@ import numpy as np
 from amos_zoo.data.synth import SYNTH_SHAPE, make_phantom
 from amos_zoo.io import save_nifti, write_json
 
-__all__ = ["MsdTask", "MSD_TASKS", "write_msd_dataset"]
+__all__ = ["MsdTask", "MSD_TASKS", "write_msd_dataset", "check_task_dataset", "task_fit_args"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,41 @@ def write_msd_dataset(
         },
     )
     return out
+
+
+def check_task_dataset(root: str | Path, task: str):
+    """The index of the dataset at ``root``, after checking that its channels and labels are ``task``'s (a clear
+    error naming dataset.json otherwise: most likely another task's folder)."""
+    from amos_zoo.data.index import load_index
+
+    spec = MSD_TASKS[task]
+    index = load_index(root)
+    want = sorted(int(k) for k in spec.labels)
+    if index.num_channels != spec.num_channels or sorted(index.labels.names) != want:
+        raise ValueError(
+            f"{Path(root) / 'dataset.json'}: {index.num_channels} channel(s) {index.channel_names} and labels "
+            f"{index.labels.to_json()}, but {task} has {spec.num_channels} channel(s) {list(spec.modality.values())} "
+            f"and labels {spec.labels}; pass the {task} folder as --data"
+        )
+    return index
+
+
+def task_fit_args(task: str, protocol: str) -> list[str]:
+    """``fit`` options that put a protocol on Decathlon ``task``: every case of the task (the cross-validation's
+    folds are made over them), the task's patch (``configs/msd/<task>.yaml``) and, for a protocol with a fixed
+    spacing, the task's spacing from the same file; a protocol that plans its spacing (nnU-Net's) plans it from
+    this task's fingerprint, as its normalisation statistics."""
+    import json
+
+    import yaml
+
+    from amos_zoo.data.recipes import get_recipe
+    from amos_zoo.experiments.run import config_file
+
+    if task not in MSD_TASKS:
+        raise KeyError(f"unknown Decathlon task {task!r}; one of: {', '.join(MSD_TASKS)}")
+    data = yaml.safe_load(config_file(f"msd/{task}.yaml").read_text())["data"]
+    args = ["--data.task", task, "--data.patch_size", json.dumps(data["patch_size"])]
+    if get_recipe(protocol).spacing_rule == "fixed":
+        args += ["--data.spacing", json.dumps(data["spacing"])]
+    return args

@@ -1,4 +1,4 @@
-"""``amos-zoo reproduce``: one benchmark-table row = one protocol, one model, one AMOS task (and optionally folds).
+"""``amos-zoo reproduce``: one benchmark-table row = one protocol, one model, one AMOS or Decathlon task.
 
 Each run is the experiment path (:func:`~amos_zoo.experiments.run.run_experiment`) with ``configs/base/gpu.yaml``
 (``cpu.yaml`` for ``--smoke``) and ``--protocol PROTOCOL/MODEL``. With ``folds``, each fold is its own run
@@ -6,6 +6,13 @@ Each run is the experiment path (:func:`~amos_zoo.experiments.run.run_experiment
 folds' validation predictions, as nnU-Net summarises a cross-validation. ``--smoke`` runs the same path on the
 synthetic dataset with a coarse grid and small networks (the protocol's normalisation, sampling, augmentation,
 loss and optimiser kept), in minutes on a CPU.
+
+A Decathlon task (``Task01_BrainTumour`` ... ``Task10_Colon``) has no public test labels and no validation list: its
+row is always nnU-Net's 5-fold cross-validation over the task's training cases (2 folds with ``--smoke``), under any
+protocol, with the task's patch (and, for a fixed-spacing protocol, spacing) from ``configs/msd/<task>.yaml``; a
+planning protocol plans the task from its own fingerprint (per-channel z-score for MRI, CTNormalization with the
+task's foreground statistics for CT). Predictions are scored on the task's labels, BrainTumour's on the BraTS regions
+(:mod:`amos_zoo.metrics.regions`).
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
+from amos_zoo.data.msd import MSD_TASKS, check_task_dataset, task_fit_args, write_msd_dataset
 
-TASKS = ("amos-ct", "amos-ctmr")
+__all__ = ["AMOS_TASKS", "TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
+
+AMOS_TASKS = ("amos-ct", "amos-ctmr")
+TASKS = (*AMOS_TASKS, *MSD_TASKS)
 
 #: per model: the smallest network that keeps the architecture, and a patch it accepts (smoke runs)
 SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -50,9 +60,14 @@ def default_protocol(model: str) -> str:
     return "btcv"
 
 
-def _smoke_data(out: Path) -> Path:
+def _smoke_data(out: Path, task: str) -> Path:
     from amos_zoo.data.synth import write_synthetic_dataset
 
+    if task in MSD_TASKS:  # 4 training cases: 2 folds of 2
+        data = out / "smoke_data" / task
+        if not (data / "dataset.json").is_file():
+            write_msd_dataset(data, task, n_train=4, n_test=0)
+        return data
     data = out / "smoke_data"
     if not (data / "dataset.json").is_file():
         write_synthetic_dataset(data, n_train_ct=3, n_train_mr=1, n_val_ct=2, n_val_mr=1, n_test=0)
@@ -103,7 +118,7 @@ def smoke_args(model: str, protocol: str, out: Path, steps: int, folds: bool) ->
         "32-true",
     ]
     if folds:
-        args += ["--data.num_folds", "2"]  # 7 synthetic cases: 2 folds keep both sides non-empty
+        args += ["--data.num_folds", "2"]  # 7 (AMOS) or 4 (Decathlon) synthetic cases: both sides non-empty
     return args
 
 
@@ -123,15 +138,17 @@ def run_reproduce(
     """Fit, predict the validation cases, evaluate, and write ``<out>/<task>/<protocol>/<model>/row.json``.
 
     Args:
-        task: ``amos-ct`` (Task 1) or ``amos-ctmr`` (Task 2).
+        task: ``amos-ct`` (AMOS Task 1), ``amos-ctmr`` (AMOS Task 2) or a Decathlon task (``Task09_Spleen``...).
         model: a registered 3D model (``unet``, ``unetr``, ``swin_unetr``, ``vnet``, ``dynunet``).
-        data: AMOS dataset folder; with ``smoke`` and None, a synthetic dataset is written under ``out``.
+        data: the task's dataset folder (holding dataset.json); with ``smoke`` and None, a synthetic dataset in the
+            task's layout is written under ``out``.
         protocol: protocol card (default: :func:`default_protocol`).
         out: runs folder.
         smoke: small networks, a coarse grid and 4 steps on the synthetic dataset: the same code path on a CPU.
         max_steps: override the protocol's iteration budget.
         folds: cross-validation folds to run (nnU-Net's split over every labelled case); None: the protocol's split
-            (its five folds for a cross-validation protocol, two with ``smoke``; else the official split).
+            (its five folds for a cross-validation protocol or a Decathlon task, two with ``smoke``; else the official
+            split).
         extra_args: further ``amos-zoo fit`` options.
         progress: progress bars.
 
@@ -150,15 +167,20 @@ def run_reproduce(
     if model not in SMOKE_SETTINGS:
         raise ValueError(f"model must be one of {', '.join(SMOKE_SETTINGS)}, got {model!r}")
     protocol = protocol or default_protocol(model)
-    if folds is None and get_protocol(protocol).split == "cross-validation":
-        folds = [0, 1] if smoke else [0, 1, 2, 3, 4]  # the protocol's evaluation is its cross-validation
+    decathlon = task in MSD_TASKS
+    if folds is None and (decathlon or get_protocol(protocol).split == "cross-validation"):
+        folds = [0, 1] if smoke else [0, 1, 2, 3, 4]  # the protocol's (a Decathlon task's) evaluation is its CV
     out = Path(out)
     if data is None:
         if not smoke:
-            raise ValueError(
-                "--data is required (the AMOS 2022 folder holding dataset.json); --smoke uses synthetic data"
-            )
-        data = _smoke_data(out)
+            what = f"the MSD {task} folder" if decathlon else "the AMOS 2022 folder"
+            raise ValueError(f"--data is required ({what} holding dataset.json); --smoke uses synthetic data")
+        data = _smoke_data(out, task)
+    regions = None
+    if decathlon:
+        from amos_zoo.metrics.regions import task_regions
+
+        regions = task_regions(task, check_task_dataset(data, task).labels)
     run_root = out / task / protocol / model
     steps = max_steps or 4
     common = [
@@ -166,32 +188,41 @@ def run_reproduce(
         str(config_file("base/cpu.yaml" if smoke else "base/gpu.yaml")),
         "--protocol",
         f"{protocol}/{model}",
-        "--data.task",
-        task,
         "--data.root",
         str(data),
     ]
+    if decathlon:
+        common += task_fit_args(task, protocol)
+    else:
+        common += ["--data.task", task]
     if smoke:
         common += smoke_args(model, protocol, out, steps, folds is not None)
     elif max_steps:
         common += ["--trainer.max_steps", str(max_steps)]
     common += list(extra_args)
-    info = {"smoke": smoke, "requested_protocol": protocol}
+    info: dict[str, Any] = {"smoke": smoke, "requested_protocol": protocol}
+    if regions is not None:
+        info["benchmark"] = "decathlon"
+        info["scored_on"] = {r.name: list(r.labels) for r in regions}
     if folds is None:
-        result = run_experiment(common, run_root, progress=progress, info=info)
+        result = run_experiment(common, run_root, progress=progress, info=info, regions=regions)
         return None if result is None else result.row
     results = []
     for k in folds:
         result = run_experiment(
-            [*common, "--data.fold", str(k)], run_root / f"fold_{k}", progress=progress, info={**info, "fold": k}
+            [*common, "--data.fold", str(k)],
+            run_root / f"fold_{k}",
+            progress=progress,
+            info={**info, "fold": k},
+            regions=regions,
         )
         if result is None:
             return None
         results.append(result)
-    return _crossval_row(results, run_root, progress)
+    return _crossval_row(results, run_root, progress, regions)
 
 
-def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
+def _crossval_row(results: list, run_root: Path, progress: bool, regions: Sequence | None = None) -> dict:
     """Evaluate the union of the folds' validation predictions (as nnU-Net summarises a cross-validation)."""
     from amos_zoo.data.index import load_index
     from amos_zoo.experiments.run import row_metrics
@@ -220,6 +251,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
         workers=1,
         progress=progress,
         case_ids=case_ids,
+        regions=regions,
     )
     folds = [r.row["fold"] for r in results]
     row = {

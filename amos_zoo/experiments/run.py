@@ -90,6 +90,7 @@ def run_experiment(
     progress: bool = True,
     device: str | None = None,
     info: dict[str, Any] | None = None,
+    regions: Sequence[Any] | None = None,
 ) -> ExperimentResult | None:
     """Fit with ``amos-zoo fit`` arguments, predict the validation cases, evaluate them and write ``row.json``.
 
@@ -102,6 +103,8 @@ def run_experiment(
         progress: progress bars.
         device: where to predict (default: CUDA when available).
         info: extra fields for the row (task, model, protocol, fold, smoke...).
+        regions: score these label sets instead of each label (a Decathlon task's :func:`~amos_zoo.metrics.regions.
+            task_regions`).
 
     Returns:
         The result on global rank 0; None on the other DDP ranks.
@@ -160,6 +163,7 @@ def run_experiment(
         workers=1,
         progress=progress,
         case_ids=[c["case_id"] for c in val_cases],
+        regions=regions,
     )
     row = {
         **(info or {}),

@@ -1,8 +1,10 @@
-"""``amos-zoo table``: collect reproduce rows into the benchmark table, side by side with published numbers.
+"""``amos-zoo table``: collect reproduce rows into the benchmark tables, side by side with published numbers.
 
 A run is compared with a published number of the same model and task; the difference is shown plainly only when
 the number was produced under the run's protocol and the same kind of split (official split, cross-validation),
-and is labelled ``(different protocol)``, ``(different split)`` or both otherwise."""
+and is labelled ``(different protocol)``, ``(different split)`` or both otherwise. AMOS rows make the AMOS table
+(``table.csv``, ``table.png``); Decathlon rows the Decathlon table (``decathlon.csv``, ``decathlon.png``: tasks as
+columns, runs and published sources as rows, mean Dice per task); ``table.md`` holds both."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from amos_zoo.data.msd import MSD_TASKS
 from amos_zoo.experiments.run import load_rows
 from amos_zoo.io import write_text
 
-__all__ = ["load_published", "build_table", "write_table"]
+__all__ = ["load_published", "build_table", "decathlon_markdown", "write_table"]
 
 REQUIRED = ("published_name", "metric", "value", "split", "split_kind", "protocol_description", "citation")
 
@@ -51,12 +54,18 @@ def comparison_label(row: dict, entry: dict) -> str:
     return f"(different {' and '.join(differs)})" if differs else ""
 
 
-def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
+def _in_benchmark(task: str | None, benchmark: str) -> bool:
+    return (task in MSD_TASKS) == (benchmark == "decathlon")
+
+
+def build_table(rows: list[dict], published: list[dict], benchmark: str = "amos") -> list[dict]:
     """One line per run and matching published number, and one per published number without a run (our cells
-    empty, never invented).
+    empty, never invented), of one benchmark's tasks (``amos`` or ``decathlon``).
 
     One function because each column of a row is decided by the rules above, read top to bottom.
     """
+    rows = [r for r in rows if _in_benchmark(r["task"], benchmark)]
+    published = [p for p in published if _in_benchmark(p.get("task"), benchmark)]
     lines = []
     matched: set[int] = set()
     for row in sorted(rows, key=lambda r: (r["task"], r.get("protocol") or "", r["model"])):
@@ -139,16 +148,61 @@ def build_table(rows: list[dict], published: list[dict]) -> list[dict]:
 
 
 def write_table(runs: str | Path, out: str | Path | None = None, published_path: str | Path | None = None) -> str:
-    """Write ``table.md``, ``table.csv`` and ``table.png`` into ``out`` (default: the runs folder); return markdown.
-
-    One function because it writes the three renderings of the same rows (markdown, CSV, PNG).
-    """
+    """Write ``table.md`` and, per benchmark with runs, its CSV and PNG (AMOS: ``table.csv``, ``table.png``;
+    Decathlon: ``decathlon.csv``, ``decathlon.png``) into ``out`` (default: the runs folder); return the markdown."""
     runs = Path(runs)
     rows = load_rows(runs)
     if not rows:
         raise FileNotFoundError(f"{runs}: no row.json found; run `amos-zoo reproduce ... --out {runs}` first")
-    lines = build_table(rows, load_published(published_path))
+    published = load_published(published_path)
     out = Path(out) if out else runs
+    sections = []
+    if any(not _in_benchmark(r["task"], "decathlon") for r in rows):
+        sections.append(_write_amos(build_table(rows, published), out))
+    if any(_in_benchmark(r["task"], "decathlon") for r in rows):
+        lines = build_table(rows, published, "decathlon")
+        sections.append(decathlon_markdown(lines))
+        _write_csv(lines, out / "decathlon.csv", [])
+        _decathlon_chart(lines, out / "decathlon.png")
+    markdown = "\n".join(sections)
+    write_text(out / "table.md", markdown)
+    return markdown
+
+
+_CSV_FIELDS = [
+    "task",
+    "model",
+    "dice",
+    "nsd",
+    "dice_ct",
+    "dice_mri",
+    "nsd_ct",
+    "nsd_mri",
+    "protocol",
+    "split_kind",
+    "split",
+    "steps",
+    "device",
+    "published",
+    "published_name",
+    "published_protocol",
+    "difference",
+    "comparison",
+    "citation",
+]
+
+
+def _write_csv(lines: list[dict], path: Path, organs: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS + [f"dice_{o}" for o in organs], extrasaction="ignore")
+    writer.writeheader()
+    for ln in lines:
+        writer.writerow({**ln, **{f"dice_{o}": ln["per_organ_dice"].get(o) for o in organs}})
+    write_text(path, buf.getvalue())
+
+
+def _write_amos(lines: list[dict], out: Path) -> str:
+    """The AMOS table's markdown (returned), ``table.csv`` and ``table.png``."""
     md = [
         "| task | protocol | model | split | mDSC | mNSD | DSC CT | DSC MRI | published mDSC | difference | "
         "published as | published protocol |",
@@ -185,38 +239,78 @@ def write_table(runs: str | Path, out: str | Path | None = None, published_path:
                 + " |"
             )
     md += ["", "Sources:"] + sorted({f"- {ln['published_name']}: {ln['citation']}" for ln in lines if ln["citation"]})
-    markdown = "\n".join(md) + "\n"
-    write_text(out / "table.md", markdown)
-
-    buf = io.StringIO()
-    fields = [
-        "task",
-        "model",
-        "dice",
-        "nsd",
-        "dice_ct",
-        "dice_mri",
-        "nsd_ct",
-        "nsd_mri",
-        "protocol",
-        "split_kind",
-        "split",
-        "steps",
-        "device",
-        "published",
-        "published_name",
-        "published_protocol",
-        "difference",
-        "comparison",
-        "citation",
-    ]
-    writer = csv.DictWriter(buf, fieldnames=fields + [f"dice_{o}" for o in organs], extrasaction="ignore")
-    writer.writeheader()
-    for ln in lines:
-        writer.writerow({**ln, **{f"dice_{o}": ln["per_organ_dice"].get(o) for o in organs}})
-    write_text(out / "table.csv", buf.getvalue())
+    _write_csv(lines, out / "table.csv", organs)
     _chart(lines, out / "table.png")
-    return markdown
+    return "\n".join(md) + "\n"
+
+
+def _decathlon_rows(lines: list[dict]) -> tuple[list[str], dict[str, dict[str, list[str]]], list[dict]]:
+    """(row names, row -> task -> cell parts, published entries in footnote order) of the Decathlon table."""
+    notes: list[dict] = []
+    table: dict[str, dict[str, list[str]]] = {}
+    for ln in lines:
+        ref = ""
+        if ln["published"] is not None:
+            key = (ln["published_name"], ln["task"], ln["published"])
+            found = [i for i, n in enumerate(notes) if (n["published_name"], n["task"], n["published"]) == key]
+            if not found:
+                notes.append(ln)
+            ref = f"[{(found[0] if found else len(notes) - 1) + 1}]"
+        if ln["dice"] is not None:
+            name = f"{ln['protocol']} / {ln['model']}"
+            cell = table.setdefault(name, {}).setdefault(ln["task"], [_fmt(ln["dice"])])
+            if ref:
+                cell.append(f"vs {_fmt(ln['published'])} {ref}" + (f" {ln['comparison']}" if ln["comparison"] else ""))
+        elif ln["published"] is not None:
+            table.setdefault(f"published: {ln['published_name']}", {}).setdefault(ln["task"], []).append(
+                f"{_fmt(ln['published'])} {ref}"
+            )
+    runs_first = sorted(table, key=lambda n: (n.startswith("published: "), n))
+    return runs_first, table, notes
+
+
+def decathlon_markdown(lines: list[dict]) -> str:
+    """The Decathlon table: one column per task, one row per run (protocol / model) and per published source without
+    a run; a cell is our mean Dice over the task's labels (BrainTumour: its BraTS regions) and, beside it, each
+    published number of that model and task, labelled when its protocol or split differs."""
+    names, table, notes = _decathlon_rows(lines)
+    tasks = list(MSD_TASKS)
+    md = [
+        "Medical Segmentation Decathlon: mean Dice per task (our cross-validation; published numbers beside, "
+        "[n] = source below)",
+        "",
+        "| protocol / model | " + " | ".join(t.split("_", 1)[1] for t in tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    for name in names:
+        md.append(f"| {name} | " + " | ".join(" ".join(table[name].get(t, [])) for t in tasks) + " |")
+    md += ["", "Published numbers:"]
+    for i, n in enumerate(notes, 1):
+        md.append(
+            f"- [{i}] {n['published_name']}, {n['task']}: {_fmt(n['published'])}; {n['published_protocol']}. "
+            f"{n['citation']}"
+        )
+    return "\n".join(md) + "\n"
+
+
+def _decathlon_chart(lines: list[dict], path: Path) -> None:
+    """Grouped bars: per task, each run's mean Dice and each published number."""
+    from amos_zoo.viz import _plt, _save
+
+    names, table, _ = _decathlon_rows(lines)
+    tasks = list(MSD_TASKS)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(14, 5))
+    width = 0.8 / max(1, len(names))
+    for k, name in enumerate(names):
+        values = [float(table[name][t][0].split()[0]) if t in table[name] else 0.0 for t in tasks]
+        ax.bar([i - 0.4 + (k + 0.5) * width for i in range(len(tasks))], values, width=width, label=name)
+    ax.set_xticks(range(len(tasks)), [t.split("_", 1)[1] for t in tasks], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("mean Dice")
+    ax.set_title("Medical Segmentation Decathlon: amos-zoo runs and published numbers (sources in table.md)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
 
 
 def _chart(lines: list[dict], path: Path) -> None:

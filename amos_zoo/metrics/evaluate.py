@@ -21,6 +21,7 @@ from amos_zoo.data.index import case_id_from_path, modality_for
 from amos_zoo.data.labels import AMOS_LABELS, LabelMap
 from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import METRICS, evaluate_case
+from amos_zoo.metrics.regions import Region, evaluate_regions, regions_label_map
 from amos_zoo.metrics.tolerances import get_tolerances
 from amos_zoo.parallel import map_with_progress
 
@@ -42,8 +43,10 @@ def evaluate_pair(
     empty_policy: str = "score",
     modality: str = "CT",
     affine_atol: float = 1e-4,
+    regions: Sequence[Region] | None = None,
 ) -> CaseResult:
-    """Score one prediction file against its reference (``pred_path=None``: missing, scored as empty)."""
+    """Score one prediction file against its reference (``pred_path=None``: missing, scored as empty); with
+    ``regions``, each region (keyed 1..R) instead of each label id."""
     gt_img = nib.load(str(gt_path))
     gt = np.asanyarray(gt_img.dataobj)
     if gt.ndim != 3:
@@ -65,9 +68,12 @@ def evaluate_pair(
                 f"{gt_img.affine}\npredictions must be written with the input scan's affine"
             )
         pred = _as_labels(np.asanyarray(pred_img.dataobj), pred_path)
-    values = evaluate_case(
-        gt, pred, spacing, label_ids, tolerance=tolerance, metrics=metrics, empty_policy=empty_policy
-    )
+    if regions:
+        values = evaluate_regions(gt, pred, spacing, regions, tolerance, metrics=metrics, empty_policy=empty_policy)
+    else:
+        values = evaluate_case(
+            gt, pred, spacing, label_ids, tolerance=tolerance, metrics=metrics, empty_policy=empty_policy
+        )
     return CaseResult(case_id_from_path(gt_path), modality, values, missing_prediction=pred_path is None)
 
 
@@ -97,6 +103,7 @@ def evaluate_folders(
     workers: int | None = None,
     progress: bool = True,
     case_ids: Sequence[str] | None = None,
+    regions: Sequence[Region] | None = None,
 ) -> dict:
     """Evaluate every reference label in ``gt_dir`` against the same-named file in ``pred_dir``.
 
@@ -112,6 +119,7 @@ def evaluate_folders(
         workers: processes (default: all cores); 1 evaluates in this process.
         progress: show a progress bar.
         case_ids: evaluate only these cases.
+        regions: score these label sets instead of each label (:mod:`amos_zoo.metrics.regions`; BraTS' regions).
 
     Returns:
         The summary dictionary (also written to ``summary.json``).
@@ -131,6 +139,9 @@ def evaluate_folders(
         case_id_from_path(p): p for p in pred_dir.iterdir() if p.name.endswith(_NII) and not p.name.startswith(".")
     }
     kwargs = {"tolerance": tolerance, "metrics": tuple(metrics), "empty_policy": empty_policy}
+    if regions:
+        kwargs["regions"] = tuple(regions)
+        labels = regions_label_map(regions)
     jobs = []
     for g in gts:
         cid = case_id_from_path(g)
