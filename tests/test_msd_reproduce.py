@@ -271,18 +271,25 @@ def test_the_decathlon_table(tmp_path):
         line = next(ln for ln in markdown.splitlines() if ln.startswith(f"| {name} |"))
         return [c.strip() for c in line.split("|")[2:-1]]
 
-    # nnU-Net's own LiTS cross-validation under nnunet-v2: like for like, no label; the spleen bundle's hold-out: not
-    assert cells("nnunet-v2 / dynunet")[:3] == ["0.7000", "", "0.7500 vs 0.8009 [1]"]
-    assert cells("btcv / unet")[8] == "0.9000 vs 0.9600 [2] (different protocol and split)"
-    assert cells("published: SwinUNETR (nnU-Net Revisited)")[2] == "0.7650 [3]"  # no swin_unetr run: its own row
-    assert "- [2] MONAI model zoo spleen_ct_segmentation (UNet), Task09_Spleen: 0.9600" in markdown
+    # nnU-Net's own LiTS cross-validation under nnunet-v2: like for like, no label; its v1 cross-validation: another
+    # protocol; its challenge test-set scores: another protocol and split; the spleen bundle's hold-out: likewise
+    assert cells("nnunet-v2 / dynunet")[:3] == [
+        "0.7000 vs 0.6133 [1] (different protocol and split)",
+        "",
+        "0.7500 vs 0.8009 [2] vs 0.8450 [3] (different protocol and split) vs 0.7915 [4] (different protocol)",
+    ]
+    assert cells("btcv / unet")[8] == "0.9000 vs 0.9600 [5] (different protocol and split)"
+    assert cells("published: SwinUNETR (nnU-Net Revisited)")[2] == "0.7650 [6]"  # no swin_unetr run: its own row
+    challenge = cells("published: nnU-Net (MSD 2018 challenge submission, test set)")  # the tasks without a run
+    assert challenge[:3] == ["", "0.9300 [7]", ""] and challenge[9] == "0.5600 [14]"
+    assert "- [5] MONAI model zoo spleen_ct_segmentation (UNet), Task09_Spleen: 0.9600" in markdown
 
     for r in rows:
         folder = tmp_path / r["task"] / r["protocol"] / r["model"]
         folder.mkdir(parents=True)
         (folder / "row.json").write_text(json.dumps(r))
     written = write_table(tmp_path)
-    assert written == (tmp_path / "table.md").read_text() and "| nnunet-v2 / dynunet | 0.7000 |" in written
+    assert written == (tmp_path / "table.md").read_text() and "| nnunet-v2 / dynunet | 0.7000 vs 0.6133 [1]" in written
     assert (tmp_path / "decathlon.png").stat().st_size > 0 and not (tmp_path / "table.csv").exists()
     csv_lines = (tmp_path / "decathlon.csv").read_text().splitlines()
     assert csv_lines[0].startswith("task,model,dice") and len(csv_lines) == 1 + len(lines)
