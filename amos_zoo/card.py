@@ -60,6 +60,8 @@ class ModelCard:
         legacy_patch_merging: Swin-UNETR only: run MONAI < 1.5's patch merging (checkpoints trained before the fix).
         protocol: the training protocol's name (``amos-zoo protocol show NAME``), when known.
         tta: the protocol predicts with mirror test-time augmentation (the predictor's default for this card).
+        blend: what mirroring averages and the sliding window blends: ``logits`` (nnU-Net v2, MONAI's
+            ``sliding_window_inference``) or ``probabilities`` (softmax per window: nnU-Net v1).
         interpolation: how the protocol puts labels back on a scan's grid: ``linear`` (class probabilities
             interpolated, then argmax: nnU-Net) or ``nearest`` (the network grid's argmax, nearest label:
             research-contributions, MONAI's Invertd).
@@ -78,6 +80,7 @@ class ModelCard:
     protocol: str | None = None
     tta: bool = False
     interpolation: str = "linear"
+    blend: str = "logits"
 
     def __post_init__(self) -> None:
         from amos_zoo.models.registry import MODEL_REGISTRY
@@ -86,6 +89,8 @@ class ModelCard:
             raise ValueError(f"model card: unknown architecture {self.arch!r}; known: {', '.join(MODEL_REGISTRY)}")
         if self.interpolation not in ("linear", "nearest"):
             raise ValueError(f"model card: interpolation must be linear or nearest, got {self.interpolation!r}")
+        if self.blend not in ("logits", "probabilities"):
+            raise ValueError(f"model card: blend must be logits or probabilities, got {self.blend!r}")
         if self.legacy_patch_merging and self.arch != "swin_unetr":
             raise ValueError(f"model card: legacy patch merging is a Swin-UNETR setting, not {self.arch}'s")
         if self.labels is not None and sorted(self.labels) != list(range(len(self.labels))):

@@ -54,6 +54,9 @@ def test_reproduce_smoke_official_split(task, protocol, model, tmp_path):
         assert card["recipe"]["spacing"] == [7.0, 7.0, 10.0] and card["recipe"]["intensity_stats"]  # planned stats
         assert card["tta"] is True
     assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == cases
+    # amos-paper and btcv predict with their best validation checkpoint, and the row says so
+    assert row["checkpoint_choice"].startswith("best:") and row["checkpoint"].endswith("best.ckpt")
+    assert row["empty_policy"] == "score"
 
 
 @pytest.mark.slow
@@ -72,6 +75,11 @@ def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_
     ]
     assert not (val[0] & val[1]) and len(val[0] | val[1]) == 7 == row["metrics"]["cases"]
     assert folds[0]["card"]["recipe"]["ct_normalization"] == "zscore"  # nnU-Net's Task 2: z-score every case
+    # nnU-Net reports each fold with its final checkpoint and its own empty-organ rule
+    assert all(f["checkpoint_choice"].startswith("final:") and f["checkpoint"].endswith("final.ckpt") for f in folds)
+    assert row["checkpoint_choice"].startswith("final:") and row["fold_checkpoints"] == [f["checkpoint"] for f in folds]
+    assert row["empty_policy"] == "nnunet" == folds[0]["empty_policy"]
+    assert folds[0]["card"]["blend"] == "logits" and folds[0]["card"]["tta"] is True
     assert row["card"]["arch_kwargs"]["deep_supervision"] is True
 
     assert main(["table", str(runs)]) == 0

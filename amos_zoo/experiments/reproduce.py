@@ -119,6 +119,7 @@ def run_reproduce(
     folds: Sequence[int] | None = None,
     extra_args: Sequence[str] = (),
     progress: bool = True,
+    checkpoint: str | None = None,
 ) -> dict | None:
     """Fit, predict the validation cases, evaluate, and write ``<out>/<task>/<protocol>/<model>/row.json``.
 
@@ -134,6 +135,9 @@ def run_reproduce(
             (its five folds for a cross-validation protocol, two with ``smoke``; else the official split).
         extra_args: further ``amos-zoo fit`` options.
         progress: progress bars.
+        checkpoint: ``final`` (the weights at the end of each fold's training, as nnU-Net reports) or ``best`` (the
+            best validation checkpoint, chosen on the cases the row scores); default: the protocol's
+            ``eval.checkpoint``. The row names the choice (``checkpoint_choice``).
 
     Returns:
         The row (the cross-validation's row with ``folds``); None on DDP ranks other than 0.
@@ -150,6 +154,8 @@ def run_reproduce(
     if model not in SMOKE_SETTINGS:
         raise ValueError(f"model must be one of {', '.join(SMOKE_SETTINGS)}, got {model!r}")
     protocol = protocol or default_protocol(model)
+    evaluation = get_protocol(protocol).evaluation()
+    scoring = {"checkpoint": checkpoint or evaluation["checkpoint"], "empty_policy": evaluation["empty_policy"]}
     if folds is None and get_protocol(protocol).split == "cross-validation":
         folds = [0, 1] if smoke else [0, 1, 2, 3, 4]  # the protocol's evaluation is its cross-validation
     out = Path(out)
@@ -178,20 +184,24 @@ def run_reproduce(
     common += list(extra_args)
     info = {"smoke": smoke, "requested_protocol": protocol}
     if folds is None:
-        result = run_experiment(common, run_root, progress=progress, info=info)
+        result = run_experiment(common, run_root, progress=progress, info=info, **scoring)
         return None if result is None else result.row
     results = []
     for k in folds:
         result = run_experiment(
-            [*common, "--data.fold", str(k)], run_root / f"fold_{k}", progress=progress, info={**info, "fold": k}
+            [*common, "--data.fold", str(k)],
+            run_root / f"fold_{k}",
+            progress=progress,
+            info={**info, "fold": k},
+            **scoring,
         )
         if result is None:
             return None
         results.append(result)
-    return _crossval_row(results, run_root, progress)
+    return _crossval_row(results, run_root, progress, scoring["empty_policy"])
 
 
-def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
+def _crossval_row(results: list, run_root: Path, progress: bool, empty_policy: str = "score") -> dict:
     """Evaluate the union of the folds' validation predictions (as nnU-Net summarises a cross-validation)."""
     from amos_zoo.data.index import load_index
     from amos_zoo.experiments.run import row_metrics
@@ -217,6 +227,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
         run_root / "crossval" / "evaluation",
         labels=load_index(first["data_root"]).labels,
         metrics=("dice", "nsd"),
+        empty_policy=empty_policy,
         workers=1,
         progress=progress,
         case_ids=case_ids,
@@ -230,6 +241,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:
         "folds": folds,
         "fold_rows": [str(r.run_dir / "row.json") for r in results],
         "fold_dice": [r.row["metrics"]["overall"]["dice"] for r in results],
+        "fold_checkpoints": [r.row["checkpoint"] for r in results],
         "steps": [r.row["steps"] for r in results],
         "wall_time_s": sum(r.row["wall_time_s"] for r in results),
         "metrics": row_metrics(summary),

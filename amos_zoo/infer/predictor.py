@@ -1,6 +1,11 @@
 """Whole-scan inference: the recipe's preprocessing, gaussian sliding window (optional mirror TTA),
 and the prediction resampled back onto the input's own voxel grid (same shape, same affine).
 
+Mirroring runs inside each window, as nnU-Net's predictors do: a window's output is the mean over the window and its
+mirrored copies, and the windows are blended afterwards. What is averaged and blended is the card's ``blend``:
+``logits`` (nnU-Net v2's ``_internal_maybe_mirror_and_predict``; MONAI's ``sliding_window_inference``) or
+``probabilities`` (nnU-Net v1's ``_internal_maybe_mirror_and_pred_3D``: softmax per window, then blended).
+
 Inputs are NIfTI files, lists of channel files, or DICOM series folders (MONAI's PydicomReader; a
 folder holding more than one series is refused).
 """
@@ -34,7 +39,12 @@ __all__ = [
     "nifti_header",
     "InputError",
     "check_dicom_series",
+    "BLENDS",
 ]
+
+
+#: what mirroring averages and the sliding window blends
+BLENDS = ("logits", "probabilities")
 
 
 class InputError(ValueError):
@@ -292,9 +302,11 @@ class Predictor:
         sw_batch_size: windows per forward pass.
         overlap: sliding-window overlap.
         device: where the network runs.
-        tta: average the softmax over all mirrorings of the axes the recipe's training mirrored
+        tta: average each window's output over all mirrorings of the axes the recipe's training mirrored
             (``recipe.mirror_axes``: 8 passes in 3D); refused for a recipe trained without mirroring, whose
             network never saw a mirrored body (measured: mean Dice 0.43 -> 0.05 on the synthetic phantoms).
+        blend: what mirroring averages and the windows blend: ``logits`` (nnU-Net v2, MONAI) or ``probabilities``
+            (softmax per window: nnU-Net v1).
         in_channels: channels the model expects (checked per scan).
         amp: bfloat16 autocast on CUDA.
         precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
@@ -322,6 +334,7 @@ class Predictor:
     precision: str = "auto"
     sw_mode: str = "gaussian"
     skip_constant_windows: bool = False
+    blend: str = "logits"
 
     @classmethod
     def from_card(cls, model: torch.nn.Module, card: ModelCard, **overrides) -> Predictor:
@@ -334,6 +347,7 @@ class Predictor:
             "overlap": card.sw_overlap,
             "sw_mode": card.sw_mode,
             "tta": card.tta,
+            "blend": card.blend,
             "interpolation": card.interpolation,
             "in_channels": card.in_channels,
             "label_names": {i: n for i, n in (card.labels or {}).items() if i != 0},
@@ -344,6 +358,8 @@ class Predictor:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}; got {self.blend!r}")
         if self.tta and not self.recipe.mirror_axes:
             raise ValueError(
                 f"tta: recipe {self.recipe.name} trains without mirroring (flip_prob {self.recipe.flip_prob}), so "
@@ -365,26 +381,44 @@ class Predictor:
             return self.amp and torch.device(self.device).type == "cuda"
         return self.precision == "bf16"
 
+    def _window_output(self, windows: torch.Tensor) -> torch.Tensor:
+        """One batch of windows through the network in fp32: logits, or softmax with ``blend="probabilities"``; with
+        ``tta`` the mean over the windows and their mirrorings (each output flipped back), as nnU-Net averages
+        inside each window."""
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            out = self.model(x).float()
+            return torch.softmax(out, dim=1) if self.blend == "probabilities" else out
+
+        total = forward(windows)
+        if not self.tta:
+            return total
+        spatial = [2 + axis for axis in self.recipe.mirror_axes if 2 + axis < windows.ndim]
+        flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
+        for dims in flips:
+            total += forward(torch.flip(windows, dims)).flip(dims)
+        return total / (len(flips) + 1)
+
     def _network(self, windows: torch.Tensor) -> torch.Tensor:
         """The network on a batch of windows, in fp32 for stitching; a window of one constant value (air around
         the body, padding) gets the network's output for that constant window, computed once and reused: the
         same numbers (a window's output depends only on its content), without the forward pass."""
         if not self.skip_constant_windows:
-            return self.model(windows).float()
+            return self._window_output(windows)
         flat = windows.flatten(1)
         constant = (flat == flat[:, :1]).all(1)
         if not bool(constant.any()):
-            return self.model(windows).float()
+            return self._window_output(windows)
         out = torch.empty((0,), device=windows.device)
         todo = (~constant).nonzero().flatten()
         if len(todo):
-            computed = self.model(windows[todo]).float()
+            computed = self._window_output(windows[todo])
             out = computed.new_empty((windows.shape[0], *computed.shape[1:]))
             out[todo] = computed
         for i in constant.nonzero().flatten().tolist():
             key = (float(flat[i, 0]), tuple(windows.shape[1:]), self.autocast_bf16)
             if key not in self._constant_outputs:
-                self._constant_outputs[key] = self.model(windows[i : i + 1]).float()
+                self._constant_outputs[key] = self._window_output(windows[i : i + 1])
             cached = self._constant_outputs[key]
             if out.numel() == 0:
                 out = cached.new_empty((windows.shape[0], *cached.shape[1:]))
@@ -437,15 +471,8 @@ class Predictor:
         if image is not None:
             self.check_channels(image)
         x = data["image"].unsqueeze(0).to(self.device)
-        probs = torch.softmax(self._logits(x), dim=1)
-        if self.tta:
-            spatial = [2 + axis for axis in self.recipe.mirror_axes if 2 + axis < x.ndim]
-            flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
-            for dims in flips:
-                mirrored = torch.softmax(self._logits(torch.flip(x, dims)), dim=1).flip(dims)
-                probs = probs.to(mirrored.device)  # after a fallback every pass, and the sum, live on the CPU
-                probs += mirrored
-            probs /= len(flips) + 1
+        blended = self._logits(x)  # mirroring (tta) runs inside each window: self._window_output
+        probs = torch.softmax(blended, dim=1) if self.blend == "logits" else blended
         out = MetaTensor(probs[0].cpu(), affine=data["image"].affine)
         out.meta["cropped"] = cropped_faces(data["image"])
         return out

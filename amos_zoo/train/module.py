@@ -91,6 +91,8 @@ class SegmentationModule(pl.LightningModule):
         tta: the protocol predicts with mirror test-time augmentation (model card; ``amos-zoo predict`` and
             ``reproduce`` follow it).
         interpolation: how the protocol puts labels back on a scan's grid (``linear`` or ``nearest``; model card).
+        blend: what prediction's mirroring averages and its sliding window blends (``logits`` or ``probabilities``;
+            model card).
 
     A network with deep supervision (DynUNet ``deep_supervision=True``) returns its outputs stacked in training;
     the loss is then nnU-Net v2's weighting: ``2**-i`` for output ``i``, the lowest resolution weighted 0,
@@ -135,6 +137,7 @@ class SegmentationModule(pl.LightningModule):
         protocol: str | None = None,
         tta: bool = False,
         interpolation: str = "linear",
+        blend: str = "logits",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -168,6 +171,7 @@ class SegmentationModule(pl.LightningModule):
             protocol=hp.protocol,
             tta=hp.tta,
             interpolation=hp.get("interpolation", "linear"),
+            blend=hp.get("blend", "logits"),
         )
 
     # ---- fine-tuning ------------------------------------------------------------------------------
