@@ -467,7 +467,7 @@ def convert(
 
 
 def reproduce(
-    task: Literal["amos-ct", "amos-ctmr"],
+    task: Literal["amos-ct", "amos-ctmr", "amos-mr"],
     model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet"],
     data: Path | None = None,
     protocol: str | None = None,
@@ -484,7 +484,7 @@ def reproduce(
     time, device, peak memory). --smoke runs the same path on synthetic data with small networks in minutes on a CPU.
 
     Args:
-        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2).
+        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2, amos-mr: the MR cases alone, the AMOS fork's MR task).
         model: the network.
         data: AMOS 2022 folder (holding dataset.json).
         protocol: protocol card (default: the published protocol that trained the model; amos-zoo protocol list).

@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = ["TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
 
-TASKS = ("amos-ct", "amos-ctmr")
+TASKS = ("amos-ct", "amos-ctmr", "amos-mr")
 
 #: per model: the smallest network that keeps the architecture, and a patch it accepts (smoke runs)
 SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -124,7 +124,7 @@ def run_reproduce(
     """Fit, predict the validation cases, evaluate, and write ``<out>/<task>/<protocol>/<model>/row.json``.
 
     Args:
-        task: ``amos-ct`` (Task 1) or ``amos-ctmr`` (Task 2).
+        task: ``amos-ct`` (Task 1), ``amos-ctmr`` (Task 2) or ``amos-mr`` (the MR cases of Task 2 alone).
         model: a registered 3D model (``unet``, ``unetr``, ``swin_unetr``, ``vnet``, ``dynunet``).
         data: AMOS dataset folder; with ``smoke`` and None, a synthetic dataset is written under ``out``.
         protocol: protocol card (default: :func:`default_protocol`).
