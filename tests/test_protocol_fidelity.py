@@ -128,25 +128,29 @@ def test_equals_only_where_a_test_shows_it(protocol):
             assert match.group(1).startswith(":"), f"{protocol} {s.key}: 'approximates' needs ': what differs'"
 
 
-def test_nnunet_v2_loss_equals_dc_and_ce_loss_up_to_its_constant():
-    """The card's MONAI DiceCELoss arguments against nnU-Net v2's own DC_and_CE_loss (batch Dice, smooth 1e-5, no
-    background): nnU-Net returns CE - Dice where MONAI returns CE + 1 - Dice, so values differ by 1 and gradients
-    are equal."""
-    pytest.importorskip("nnunetv2")
-    from monai.losses import DiceCELoss
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+def _source_loss(protocol: str):
+    """The source's own DC_and_CE_loss with the card's settings (batch Dice, smooth 1e-5, no background)."""
+    dice = {"batch_dice": True, "smooth": 1e-5, "do_bg": False}
+    if protocol == "nnunet-v2":
+        pytest.importorskip("nnunetv2")
+        from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+        from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-    kwargs = get_protocol("nnunet-v2").values("model")["loss_kwargs"]
-    ours = DiceCELoss(to_onehot_y=True, softmax=True, **kwargs)
-    theirs = DC_and_CE_loss(
-        {"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
-        {},
-        weight_ce=1,
-        weight_dice=1,
-        ignore_label=None,
-        dice_class=MemoryEfficientSoftDiceLoss,
-    )
+        return DC_and_CE_loss({**dice, "ddp": False}, {}, 1, 1, None, MemoryEfficientSoftDiceLoss)
+    pytest.importorskip("nnunet")
+    from nnunet.training.loss_functions.dice_loss import DC_and_CE_loss
+
+    return DC_and_CE_loss(dice, {})  # the AMOS fork's nnUNetTrainer: DC_and_CE_loss(soft_dice_kwargs, {})
+
+
+@pytest.mark.parametrize("protocol", ["nnunet-v2", "amos-paper"])
+def test_loss_equals_the_sources_dc_and_ce_loss_up_to_its_constant(protocol):
+    """The card's MONAI DiceCELoss arguments against nnU-Net's own DC_and_CE_loss: nnU-Net returns CE - Dice where
+    MONAI returns CE + 1 - Dice, so values differ by 1 and gradients are equal."""
+    from monai.losses import DiceCELoss
+
+    ours = DiceCELoss(to_onehot_y=True, softmax=True, **get_protocol(protocol).values("model")["loss_kwargs"])
+    theirs = _source_loss(protocol)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         logits = torch.randn(2, 4, 6, 5, 4, generator=generator, requires_grad=True)
@@ -166,3 +170,22 @@ def test_nnunet_v2_clips_gradients_as_its_trainer():
     assert "clip_grad_norm_(self.network.parameters(), 12)" in inspect.getsource(nnUNetTrainer.train_step)
     trainer = protocol_config("nnunet-v2", "dynunet")["trainer"]
     assert (trainer["gradient_clip_val"], trainer["gradient_clip_algorithm"]) == (12, "norm")
+
+
+def test_readme_published_table_says_like_for_like_or_closest():
+    """Each published number in the README says how it compares: like-for-like only where amos-zoo runs the same
+    protocol and split (the nnU-Net Revisited row), else closest or context only."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = lines.index("| published | task | mean Dice | protocol, split | comparable as | command |")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    rows = [ln.split(" | ") for ln in lines[start + 2 : end]]
+    labels = {cells[0].lstrip("| "): cells[4] for cells in rows}
+    assert all(label.startswith(("like-for-like", "closest", "context only")) for label in labels.values()), labels
+    like = [name for name, label in labels.items() if label.startswith("like-for-like")]
+    assert like == ["nnU-Net 3d_fullres (nnU-Net Revisited, MICCAI 2024, AMOS22 table)"]
+    row = next(cells for cells in rows if cells[0].lstrip("| ") == like[0])
+    assert "--protocol nnunet-v2" in row[5] and "--folds [0,1,2,3,4]" in row[5]
+    assert get_protocol("nnunet-v2").split == "cross-validation" and get_protocol("nnunet-v2").evaluation() == {
+        "checkpoint": "final",
+        "empty_policy": "nnunet",
+    }
