@@ -3,22 +3,23 @@
 A :class:`ModelCard` names the architecture and its constructor arguments, the input channels, the label map,
 the preprocessing recipe, the sliding window (size, overlap, batch), the Swin-UNETR patch-merging variant and
 the protocol it was trained under. Lightning checkpoints, weight-registry entries, exported MONAI bundles and
-the TorchScript / ONNX sidecars all carry one (``card.to_dict()``), and there is one way to rebuild each half:
+the TorchScript / ONNX sidecars all carry one (``card.to_dict()``).
 
-* :meth:`ModelCard.build_network` (:func:`amos_zoo.models.build_network`) builds the network;
-* :meth:`ModelCard.preprocessing` (:func:`amos_zoo.data.transforms.deterministic_transforms`) builds the
+The card is a plain record at the bottom of the package: it imports only the recipe record it holds. The code
+that builds something from a card lives beside what it builds, one way for each half:
+
+* :func:`amos_zoo.models.registry.build_network` (``build_network(card)``) builds the network, with
+  :func:`~amos_zoo.models.registry.network_kwargs` its constructor arguments;
+* :func:`amos_zoo.data.transforms.deterministic_transforms` (``deterministic_transforms(card.recipe)``) builds the
   preprocessing, and the bundle's ``inference.json`` is rendered from the same transform list.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from amos_zoo.data.recipes import Recipe
-
-if TYPE_CHECKING:
-    from torch import nn
 
 __all__ = ["ModelCard", "CARD_VERSION"]
 
@@ -83,10 +84,8 @@ class ModelCard:
     blend: str = "logits"
 
     def __post_init__(self) -> None:
-        from amos_zoo.models.registry import MODEL_REGISTRY
-
-        if self.arch not in MODEL_REGISTRY:
-            raise ValueError(f"model card: unknown architecture {self.arch!r}; known: {', '.join(MODEL_REGISTRY)}")
+        if not self.arch:
+            raise ValueError("model card: arch names a registered architecture (amos-zoo models)")
         if self.interpolation not in ("linear", "nearest"):
             raise ValueError(f"model card: interpolation must be linear or nearest, got {self.interpolation!r}")
         if self.blend not in ("logits", "probabilities"):
@@ -109,27 +108,6 @@ class ModelCard:
     def spatial_dims(self) -> int:
         """2 or 3."""
         return int(self.arch_kwargs.get("spatial_dims", len(self.roi_size)))
-
-    @property
-    def network_kwargs(self) -> dict[str, Any]:
-        """The constructor arguments :func:`amos_zoo.models.create_model` receives (UNETR's ``img_size`` = window)."""
-        from amos_zoo.models.registry import with_patch_size
-
-        return with_patch_size(self.arch, self.arch_kwargs, self.roi_size)
-
-    def build_network(self, num_classes: int | None = None) -> nn.Module:
-        """The network this card describes, freshly initialised (``num_classes`` overrides an encoder-only card's)."""
-        from amos_zoo.models.registry import build_network
-
-        return build_network(self, num_classes)
-
-    def preprocessing(self, keys: tuple[str, ...] = ("image",), load: bool = False) -> list:
-        """The recipe's deterministic MONAI transforms (resampling, per-modality normalisation, crop)."""
-        from amos_zoo.data.transforms import deterministic_transforms
-
-        if self.recipe is None:
-            raise ValueError(f"the {self.arch} model card has no preprocessing recipe; it cannot segment scans")
-        return deterministic_transforms(self.recipe, keys=keys, load=load)
 
     def with_(self, **changes: Any) -> ModelCard:
         """A copy with fields replaced."""

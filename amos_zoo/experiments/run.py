@@ -16,9 +16,10 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from amos_zoo.config_files import config_file, config_root  # re-exported: their old home
 
 __all__ = [
     "ExperimentResult",
@@ -36,20 +37,6 @@ CHECKPOINT_LABELS = {
     "best": "best: the checkpoint of the best validation Dice, chosen on the same validation cases this row scores "
     "(optimistic: model selection on the evaluation cases)",
 }
-
-
-def config_root() -> Path:
-    """The folder of the configs shipped with the package (``configs/`` in a source checkout)."""
-    return Path(str(resources.files("amos_zoo").joinpath("configs")))
-
-
-def config_file(relative: str) -> Path:
-    """A shipped config by its path under ``configs/`` (``base/gpu.yaml``); a clear error when there is none."""
-    path = config_root() / relative
-    if not path.is_file():
-        available = sorted(str(p.relative_to(config_root())) for p in config_root().rglob("*.yaml"))
-        raise FileNotFoundError(f"no shipped config {relative!r}; available: {', '.join(available)}")
-    return path
 
 
 def _git_commit() -> str | None:

@@ -39,7 +39,9 @@ class ExportResult:
 
 def network_from_card(card: dict[str, Any]) -> nn.Module:
     """The network of a card dictionary (what an exported bundle's ``network_def`` calls)."""
-    return ModelCard.from_dict(card).build_network()
+    from amos_zoo.models.registry import build_network
+
+    return build_network(ModelCard.from_dict(card))
 
 
 def _render(value: Any) -> Any:
