@@ -63,6 +63,8 @@ class ModelCard:
         tta: the protocol predicts with mirror test-time augmentation (the predictor's default for this card).
         blend: what mirroring averages and the sliding window blends: ``logits`` (nnU-Net v2, MONAI's
             ``sliding_window_inference``) or ``probabilities`` (softmax per window: nnU-Net v1).
+        sw_tiling: where the windows go: ``monai`` (``sliding_window_inference``) or ``nnunet`` (nnU-Net's window
+            positions, padding and gaussian: :func:`amos_zoo.infer.predictor.nnunet_sliding_window`).
         interpolation: how the protocol puts labels back on a scan's grid: ``linear`` (class probabilities
             interpolated, then argmax: nnU-Net) or ``nearest`` (the network grid's argmax, nearest label:
             research-contributions, MONAI's Invertd).
@@ -82,6 +84,7 @@ class ModelCard:
     tta: bool = False
     interpolation: str = "linear"
     blend: str = "logits"
+    sw_tiling: str = "monai"
 
     def __post_init__(self) -> None:
         if not self.arch:
@@ -90,6 +93,8 @@ class ModelCard:
             raise ValueError(f"model card: interpolation must be linear or nearest, got {self.interpolation!r}")
         if self.blend not in ("logits", "probabilities"):
             raise ValueError(f"model card: blend must be logits or probabilities, got {self.blend!r}")
+        if self.sw_tiling not in ("monai", "nnunet"):
+            raise ValueError(f"model card: sw_tiling must be monai or nnunet, got {self.sw_tiling!r}")
         if self.legacy_patch_merging and self.arch != "swin_unetr":
             raise ValueError(f"model card: legacy patch merging is a Swin-UNETR setting, not {self.arch}'s")
         if self.labels is not None and sorted(self.labels) != list(range(len(self.labels))):

@@ -84,6 +84,7 @@ def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_
     assert row["checkpoint_choice"].startswith("final:") and row["fold_checkpoints"] == [f["checkpoint"] for f in folds]
     assert row["empty_policy"] == "nnunet" == folds[0]["empty_policy"]
     assert folds[0]["card"]["blend"] == "logits" and folds[0]["card"]["tta"] is True
+    assert folds[0]["card"]["sw_tiling"] == "nnunet"
     assert row["card"]["arch_kwargs"]["deep_supervision"] is True
 
     assert main(["table", str(runs)]) == 0

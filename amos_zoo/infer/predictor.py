@@ -40,11 +40,85 @@ __all__ = [
     "InputError",
     "check_dicom_series",
     "BLENDS",
+    "TILINGS",
+    "nnunet_sliding_window",
+    "nnunet_steps",
+    "nnunet_gaussian",
 ]
 
 
 #: what mirroring averages and the sliding window blends
 BLENDS = ("logits", "probabilities")
+#: where the windows go: MONAI's ``sliding_window_inference`` or nnU-Net's tiling (:func:`nnunet_sliding_window`)
+TILINGS = ("monai", "nnunet")
+
+
+def nnunet_steps(image_size: tuple[int, ...], tile_size: tuple[int, ...], step: float) -> list[list[int]]:
+    """Window start positions per axis as nnU-Net places them (``compute_steps_for_sliding_window``, the same in v1
+    and v2): the fewest windows at most ``tile * step`` apart, spread evenly from the first voxel to the last."""
+    steps = []
+    for size, tile in zip(image_size, tile_size):
+        count = int(np.ceil((size - tile) / (tile * step))) + 1
+        actual = (size - tile) / (count - 1) if count > 1 else 0.0
+        steps.append([int(np.round(actual * i)) for i in range(count)])
+    return steps
+
+
+def nnunet_gaussian(tile_size: tuple[int, ...], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
+    """nnU-Net's window weights (``compute_gaussian``): a unit impulse at the window's centre blurred by scipy's
+    gaussian filter with sigma ``tile * sigma_scale``, scaled to a maximum of 1, zeros replaced by the smallest
+    weight (nnU-Net scales to 10 in v2: the blend divides the scale out)."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros(tile_size)
+    impulse[tuple(t // 2 for t in tile_size)] = 1
+    weights = gaussian_filter(impulse, [t * sigma_scale for t in tile_size], 0, mode="constant", cval=0)
+    weights = torch.from_numpy(weights / weights.max()).float()
+    weights[weights == 0] = weights[weights > 0].min()
+    return weights
+
+
+def nnunet_sliding_window(
+    image: torch.Tensor,
+    tile_size: tuple[int, ...],
+    network,
+    *,
+    overlap: float = 0.5,
+    gaussian: bool = True,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    stitch_device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """nnU-Net's sliding window (``predict_sliding_window_return_logits``): the volume padded with zeros to at least
+    one window (centred, as acvl_utils' ``pad_nd_image``), windows at :func:`nnunet_steps` with step ``1 - overlap``,
+    each output weighted by :func:`nnunet_gaussian` (or 1), summed and divided by the summed weights, the padding
+    removed. ``image`` is (1, C, *spatial); ``network`` maps a batch of windows to outputs (B, K, *tile).
+    nnU-Net accumulates in float16; this accumulates in float32."""
+    device = torch.device(device) if device is not None else image.device
+    stitch = torch.device(stitch_device) if stitch_device is not None else device
+    spatial = tuple(image.shape[2:])
+    padded_size = [max(s, t) for s, t in zip(spatial, tile_size)]
+    below = [(p - s) // 2 for p, s in zip(padded_size, spatial)]
+    pads = [v for b, p, s in reversed(list(zip(below, padded_size, spatial))) for v in (b, p - s - b)]
+    data = torch.nn.functional.pad(image, pads) if any(pads) else image
+    corners = list(itertools.product(*nnunet_steps(tuple(padded_size), tuple(tile_size), 1.0 - overlap)))
+    weights = nnunet_gaussian(tuple(tile_size)).to(stitch) if gaussian else torch.ones(tuple(tile_size), device=stitch)
+    total = counts = None
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start : start + batch_size]
+        windows = [
+            (slice(None), slice(None), *[slice(c, c + t) for c, t in zip(corner, tile_size)]) for corner in chunk
+        ]
+        outputs = network(torch.cat([data[w] for w in windows]).to(device)).to(stitch).float()
+        if total is None:
+            total = torch.zeros((1, outputs.shape[1], *padded_size), dtype=torch.float32, device=stitch)
+            counts = torch.zeros(tuple(padded_size), dtype=torch.float32, device=stitch)
+        for output, window in zip(outputs, windows):
+            total[window] += output * weights
+            counts[window[2:]] += weights
+    total /= counts
+    crop = tuple(slice(b, b + s) for b, s in zip(below, spatial))
+    return total[(slice(None), slice(None), *crop)]
 
 
 class InputError(ValueError):
@@ -307,6 +381,8 @@ class Predictor:
             network never saw a mirrored body (measured: mean Dice 0.43 -> 0.05 on the synthetic phantoms).
         blend: what mirroring averages and the windows blend: ``logits`` (nnU-Net v2, MONAI) or ``probabilities``
             (softmax per window: nnU-Net v1).
+        sw_tiling: where the windows go and how they are weighted: ``monai`` (``sliding_window_inference``) or
+            ``nnunet`` (:func:`nnunet_sliding_window`: nnU-Net's window positions, padding and gaussian).
         in_channels: channels the model expects (checked per scan).
         amp: bfloat16 autocast on CUDA.
         precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
@@ -335,6 +411,7 @@ class Predictor:
     sw_mode: str = "gaussian"
     skip_constant_windows: bool = False
     blend: str = "logits"
+    sw_tiling: str = "monai"
 
     @classmethod
     def from_card(cls, model: torch.nn.Module, card: ModelCard, **overrides) -> Predictor:
@@ -348,6 +425,7 @@ class Predictor:
             "sw_mode": card.sw_mode,
             "tta": card.tta,
             "blend": card.blend,
+            "sw_tiling": card.sw_tiling,
             "interpolation": card.interpolation,
             "in_channels": card.in_channels,
             "label_names": {i: n for i, n in (card.labels or {}).items() if i != 0},
@@ -360,6 +438,8 @@ class Predictor:
             raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
         if self.blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}; got {self.blend!r}")
+        if self.sw_tiling not in TILINGS:
+            raise ValueError(f"sw_tiling must be one of {TILINGS}; got {self.sw_tiling!r}")
         if self.tta and not self.recipe.mirror_axes:
             raise ValueError(
                 f"tta: recipe {self.recipe.name} trains without mirroring (flip_prob {self.recipe.flip_prob}), so "
@@ -430,6 +510,17 @@ class Predictor:
         kind = torch.device(self.device).type
         extra = {} if stitch_device is None else {"sw_device": self.device, "device": stitch_device}
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            if self.sw_tiling == "nnunet":
+                return nnunet_sliding_window(
+                    x,
+                    tuple(self.roi_size),
+                    self._network,
+                    overlap=self.overlap,
+                    gaussian=self.sw_mode == "gaussian",
+                    batch_size=self.sw_batch_size,
+                    device=self.device,
+                    stitch_device=stitch_device,
+                )
             return sliding_window_inference(
                 x, self.roi_size, self.sw_batch_size, self._network, overlap=self.overlap, mode=self.sw_mode, **extra
             ).float()

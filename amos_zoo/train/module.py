@@ -94,6 +94,8 @@ class SegmentationModule(pl.LightningModule):
         interpolation: how the protocol puts labels back on a scan's grid (``linear`` or ``nearest``; model card).
         blend: what prediction's mirroring averages and its sliding window blends (``logits`` or ``probabilities``;
             model card).
+        sw_tiling: where prediction's windows go (``monai`` or ``nnunet``; model card). Validation during training
+            uses MONAI's sliding window.
 
     A network with deep supervision (DynUNet ``deep_supervision=True``) returns its outputs stacked in training;
     the loss is then nnU-Net v2's weighting: ``2**-i`` for output ``i``, the lowest resolution weighted 0,
@@ -139,6 +141,7 @@ class SegmentationModule(pl.LightningModule):
         tta: bool = False,
         interpolation: str = "linear",
         blend: str = "logits",
+        sw_tiling: str = "monai",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -173,6 +176,7 @@ class SegmentationModule(pl.LightningModule):
             tta=hp.tta,
             interpolation=hp.get("interpolation", "linear"),
             blend=hp.get("blend", "logits"),
+            sw_tiling=hp.get("sw_tiling", "monai"),
         )
 
     # ---- fine-tuning ------------------------------------------------------------------------------
