@@ -3,22 +3,23 @@
 A :class:`ModelCard` names the architecture and its constructor arguments, the input channels, the label map,
 the preprocessing recipe, the sliding window (size, overlap, batch), the Swin-UNETR patch-merging variant and
 the protocol it was trained under. Lightning checkpoints, weight-registry entries, exported MONAI bundles and
-the TorchScript / ONNX sidecars all carry one (``card.to_dict()``), and there is one way to rebuild each half:
+the TorchScript / ONNX sidecars all carry one (``card.to_dict()``).
 
-* :meth:`ModelCard.build_network` (:func:`amos_zoo.models.build_network`) builds the network;
-* :meth:`ModelCard.preprocessing` (:func:`amos_zoo.data.transforms.deterministic_transforms`) builds the
+The card is a plain record at the bottom of the package: it imports only the recipe record it holds. The code
+that builds something from a card lives beside what it builds, one way for each half:
+
+* :func:`amos_zoo.models.registry.build_network` (``build_network(card)``) builds the network, with
+  :func:`~amos_zoo.models.registry.network_kwargs` its constructor arguments;
+* :func:`amos_zoo.data.transforms.deterministic_transforms` (``deterministic_transforms(card.recipe)``) builds the
   preprocessing, and the bundle's ``inference.json`` is rendered from the same transform list.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from amos_zoo.data.recipes import Recipe
-
-if TYPE_CHECKING:
-    from torch import nn
 
 __all__ = ["ModelCard", "CARD_VERSION"]
 
@@ -60,6 +61,10 @@ class ModelCard:
         legacy_patch_merging: Swin-UNETR only: run MONAI < 1.5's patch merging (checkpoints trained before the fix).
         protocol: the training protocol's name (``amos-zoo protocol show NAME``), when known.
         tta: the protocol predicts with mirror test-time augmentation (the predictor's default for this card).
+        blend: what mirroring averages and the sliding window blends: ``logits`` (nnU-Net v2, MONAI's
+            ``sliding_window_inference``) or ``probabilities`` (softmax per window: nnU-Net v1).
+        sw_tiling: where the windows go: ``monai`` (``sliding_window_inference``) or ``nnunet`` (nnU-Net's window
+            positions, padding and gaussian: :func:`amos_zoo.infer.predictor.nnunet_sliding_window`).
         interpolation: how the protocol puts labels back on a scan's grid: ``linear`` (class probabilities
             interpolated, then argmax: nnU-Net) or ``nearest`` (the network grid's argmax, nearest label:
             research-contributions, MONAI's Invertd).
@@ -78,14 +83,18 @@ class ModelCard:
     protocol: str | None = None
     tta: bool = False
     interpolation: str = "linear"
+    blend: str = "logits"
+    sw_tiling: str = "monai"
 
     def __post_init__(self) -> None:
-        from amos_zoo.models.registry import MODEL_REGISTRY
-
-        if self.arch not in MODEL_REGISTRY:
-            raise ValueError(f"model card: unknown architecture {self.arch!r}; known: {', '.join(MODEL_REGISTRY)}")
+        if not self.arch:
+            raise ValueError("model card: arch names a registered architecture (amos-zoo models)")
         if self.interpolation not in ("linear", "nearest"):
             raise ValueError(f"model card: interpolation must be linear or nearest, got {self.interpolation!r}")
+        if self.blend not in ("logits", "probabilities"):
+            raise ValueError(f"model card: blend must be logits or probabilities, got {self.blend!r}")
+        if self.sw_tiling not in ("monai", "nnunet"):
+            raise ValueError(f"model card: sw_tiling must be monai or nnunet, got {self.sw_tiling!r}")
         if self.legacy_patch_merging and self.arch != "swin_unetr":
             raise ValueError(f"model card: legacy patch merging is a Swin-UNETR setting, not {self.arch}'s")
         if self.labels is not None and sorted(self.labels) != list(range(len(self.labels))):
@@ -104,27 +113,6 @@ class ModelCard:
     def spatial_dims(self) -> int:
         """2 or 3."""
         return int(self.arch_kwargs.get("spatial_dims", len(self.roi_size)))
-
-    @property
-    def network_kwargs(self) -> dict[str, Any]:
-        """The constructor arguments :func:`amos_zoo.models.create_model` receives (UNETR's ``img_size`` = window)."""
-        from amos_zoo.models.registry import with_patch_size
-
-        return with_patch_size(self.arch, self.arch_kwargs, self.roi_size)
-
-    def build_network(self, num_classes: int | None = None) -> nn.Module:
-        """The network this card describes, freshly initialised (``num_classes`` overrides an encoder-only card's)."""
-        from amos_zoo.models.registry import build_network
-
-        return build_network(self, num_classes)
-
-    def preprocessing(self, keys: tuple[str, ...] = ("image",), load: bool = False) -> list:
-        """The recipe's deterministic MONAI transforms (resampling, per-modality normalisation, crop)."""
-        from amos_zoo.data.transforms import deterministic_transforms
-
-        if self.recipe is None:
-            raise ValueError(f"the {self.arch} model card has no preprocessing recipe; it cannot segment scans")
-        return deterministic_transforms(self.recipe, keys=keys, load=load)
 
     def with_(self, **changes: Any) -> ModelCard:
         """A copy with fields replaced."""

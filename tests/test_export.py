@@ -19,7 +19,7 @@ from amos_zoo.data.recipes import get_recipe
 from amos_zoo.experiments.reproduce import SMOKE_SETTINGS
 from amos_zoo.infer.export import export_model
 from amos_zoo.infer.pipeline import load_predictor
-from amos_zoo.models.registry import MODEL_REGISTRY
+from amos_zoo.models.registry import MODEL_REGISTRY, build_network
 from amos_zoo.weights import load_weights
 from amos_zoo.weights.loading import save_checkpoint
 
@@ -49,7 +49,7 @@ def _checkpoint(arch: str, tmp_path) -> tuple:
         sw_batch_size=2,
     )
     torch.manual_seed(0)
-    return save_checkpoint(card.build_network(), card, tmp_path / f"{arch}.ckpt"), card
+    return save_checkpoint(build_network(card), card, tmp_path / f"{arch}.ckpt"), card
 
 
 def _run_bundle(bundle, scan, modality, out):

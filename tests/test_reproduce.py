@@ -12,9 +12,9 @@ import yaml
 from amos_zoo.cli.main import main
 from amos_zoo.experiments.table import build_table, load_published
 
-#: (task, protocol, model): every published protocol, every 3D model, both tasks
+#: (task, protocol, model): every published protocol, every 3D model, every task
 COVERING = [
-    ("amos-ct", "amos-paper", "dynunet"),
+    ("amos-mr", "amos-paper", "dynunet"),
     ("amos-ctmr", "amos-paper", "unetr"),
     ("amos-ct", "btcv", "swin_unetr"),
     ("amos-ctmr", "btcv", "vnet"),
@@ -28,7 +28,7 @@ def test_the_covering_set_covers():
     runs = COVERING + [("amos-ctmr", "nnunet-v2", "dynunet")]
     assert {m for _, _, m in runs} == set(SMOKE_SETTINGS)
     assert {p for _, p, _ in runs} == {"amos-paper", "btcv", "nnunet-v2"}
-    assert {t for t, _, _ in runs} == {"amos-ct", "amos-ctmr"}
+    assert {t for t, _, _ in runs} == {"amos-ct", "amos-ctmr", "amos-mr"}
 
 
 @pytest.mark.slow
@@ -41,10 +41,11 @@ def test_reproduce_smoke_official_split(task, protocol, model, tmp_path):
     )
     run_dir = runs / task / protocol / model
     row = json.loads((run_dir / "row.json").read_text())
-    cases = 2 if task == "amos-ct" else 3  # the synthetic validation split: 2 CT (+ 1 MRI in Task 2)
+    # the synthetic validation split: 2 CT + 1 MRI
+    cases, modalities = {"amos-ct": (2, {"CT"}), "amos-ctmr": (3, {"CT", "MRI"}), "amos-mr": (1, {"MRI"})}[task]
     assert (row["model"], row["protocol"], row["task"], row["split_kind"]) == (model, protocol, task, "official")
     assert row["smoke"] and row["steps"] == 4 and row["metrics"]["cases"] == cases
-    assert set(row["metrics"]["per_modality"]) == ({"CT"} if task == "amos-ct" else {"CT", "MRI"})
+    assert set(row["metrics"]["per_modality"]) == modalities
     card = row["card"]
     assert card["protocol"] == protocol and card["recipe"]["name"] == protocol
     resolved = yaml.safe_load(row["resolved_config"])
@@ -52,8 +53,14 @@ def test_reproduce_smoke_official_split(task, protocol, model, tmp_path):
     if protocol == "amos-paper":
         assert resolved["model"]["optimizer"] == "adam" and resolved["model"]["amsgrad"] is True
         assert card["recipe"]["spacing"] == [7.0, 7.0, 10.0] and card["recipe"]["intensity_stats"]  # planned stats
-        assert card["tta"] is True
+        assert card["tta"] is True and card["blend"] == "probabilities"
+        assert card["recipe"]["normalization_order"] == "after-resampling"  # nnU-Net v1: resample, then normalise
+    if task == "amos-mr":  # the AMOS fork's MR task: MRI z-score (its patch: smoke runs shrink it)
+        assert card["recipe"]["mri_normalization"] == "zscore"
     assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == cases
+    # amos-paper and btcv predict with their best validation checkpoint, and the row says so
+    assert row["checkpoint_choice"].startswith("best:") and row["checkpoint"].endswith("best.ckpt")
+    assert row["empty_policy"] == "score"
 
 
 @pytest.mark.slow
@@ -72,6 +79,12 @@ def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_
     ]
     assert not (val[0] & val[1]) and len(val[0] | val[1]) == 7 == row["metrics"]["cases"]
     assert folds[0]["card"]["recipe"]["ct_normalization"] == "zscore"  # nnU-Net's Task 2: z-score every case
+    # nnU-Net reports each fold with its final checkpoint and its own empty-organ rule
+    assert all(f["checkpoint_choice"].startswith("final:") and f["checkpoint"].endswith("final.ckpt") for f in folds)
+    assert row["checkpoint_choice"].startswith("final:") and row["fold_checkpoints"] == [f["checkpoint"] for f in folds]
+    assert row["empty_policy"] == "nnunet" == folds[0]["empty_policy"]
+    assert folds[0]["card"]["blend"] == "logits" and folds[0]["card"]["tta"] is True
+    assert folds[0]["card"]["sw_tiling"] == "nnunet"
     assert row["card"]["arch_kwargs"]["deep_supervision"] is True
 
     assert main(["table", str(runs)]) == 0

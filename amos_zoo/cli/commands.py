@@ -252,7 +252,7 @@ def evaluate(
     dataset_json: Path | None = None,
     tolerance: str = "uniform-2mm",
     metrics: str = "dice,nsd,hd95,assd",
-    empty_policy: Literal["score", "ignore"] = "score",
+    empty_policy: Literal["score", "ignore", "nnunet"] = "score",
     workers: int | None = None,
 ) -> int:
     """Score a folder of predicted label NIfTIs against reference labels (Dice, NSD, HD95, ASSD).
@@ -466,10 +466,11 @@ def convert(
     return 0
 
 
-#: the tasks `reproduce` runs: AMOS Task 1 and 2, and the ten Decathlon tasks
+#: the tasks `reproduce` runs: AMOS Task 1 and 2, AMOS's MR cases alone, and the ten Decathlon tasks
 ReproduceTask = Literal[
     "amos-ct",
     "amos-ctmr",
+    "amos-mr",
     "Task01_BrainTumour",
     "Task02_Heart",
     "Task03_Liver",
@@ -493,6 +494,7 @@ def reproduce(
     max_steps: int | None = None,
     folds: list[int] | None = None,
     fit_args: list[str] | None = None,
+    checkpoint: Literal["final", "best"] | None = None,
 ) -> int:
     """One benchmark-table row: fit under a protocol, predict the validation cases in original geometry, evaluate.
 
@@ -502,7 +504,8 @@ def reproduce(
     its training cases; BrainTumour is scored on the BraTS regions (whole tumour, tumour core, enhancing tumour).
 
     Args:
-        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2) or Decathlon task (Task01_BrainTumour ... Task10_Colon).
+        task: AMOS task (amos-ct: Task 1, amos-ctmr: Task 2, amos-mr: the MR cases alone, the AMOS fork's MR task)
+            or Decathlon task (Task01_BrainTumour ... Task10_Colon).
         model: the network.
         data: the task's dataset folder (AMOS 2022, or the MSD task's folder; holding dataset.json).
         protocol: protocol card (default: the published protocol that trained the model; amos-zoo protocol list).
@@ -511,6 +514,8 @@ def reproduce(
         max_steps: override the protocol's iteration budget.
         folds: cross-validation folds to run (nnU-Net's 5-fold split of every labelled case), e.g. [0,1,2,3,4].
         fit_args: further `amos-zoo fit` options, e.g. ["--trainer.devices", "4"].
+        checkpoint: final (the weights at the end of training, as nnU-Net reports) or best (best validation Dice,
+            chosen on the scored cases); default: the protocol's (amos-zoo protocol show NAME, eval.checkpoint).
 
     Example:
         amos-zoo reproduce --task amos-ct --model swin_unetr --protocol btcv --data /data/amos22 --out runs/
@@ -527,6 +532,7 @@ def reproduce(
         max_steps=max_steps,
         folds=folds,
         extra_args=fit_args or [],
+        checkpoint=checkpoint,
     )
     if row is None:  # a DDP rank other than 0: rank 0 writes the row
         return 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amos_zoo.data.labels import LabelMap, amos_modality
+from amos_zoo.data.msd_tasks import MSD_TASKS
 from amos_zoo.io import read_json_object
 
 __all__ = [
@@ -203,8 +204,6 @@ def _load_nnunet(root, path, meta, labels, channels, override) -> DatasetIndex:
 def select_task_cases(index: DatasetIndex, split: str, task: str) -> list[CaseRecord]:
     """Cases of ``split`` that belong to ``task`` (``amos-ct``, ``amos-ctmr``, ``amos-mr``, ``all``, or a Decathlon
     task name such as ``Task09_Spleen``: every case of its dataset)."""
-    from amos_zoo.data.msd import MSD_TASKS  # imported here: msd brings the synthetic-data writers (scipy)
-
     if task not in TASKS and task not in MSD_TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join([*TASKS, *MSD_TASKS])}")
     keep = TASKS.get(task, TASKS["all"])

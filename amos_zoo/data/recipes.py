@@ -26,6 +26,7 @@ CROPS = ("normalized", "nonzero", "none")
 MRI_NORMALIZATIONS = ("percentile", "zscore", "ct")
 SAMPLINGS = ("posneg", "nnunet")
 AUGMENTATIONS = ("btcv", "nnunet-v2", "nnunet-v1", "none")
+NORMALIZATION_ORDERS = ("before-resampling", "after-resampling")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class Recipe:
         crop_foreground: ``normalized`` (crop to the voxels above 0 after normalisation: MONAI CropForegroundd's
             default, i.e. above the CT window's lower bound), ``nonzero`` (crop to the raw image's non-zero region
             before normalisation, as nnU-Net) or ``none``.
+        normalization_order: ``before-resampling`` (nnU-Net v2's ``DefaultPreprocessor.run_case``: crop, normalise,
+            resample) or ``after-resampling`` (nnU-Net v1's ``GenericPreprocessor.resample_and_normalize``: crop,
+            resample, normalise; research-contributions: resample, normalise, crop). None (recipes written before
+            the field): before resampling with a ``nonzero`` crop, after it otherwise. A ``normalized`` crop needs
+            ``after-resampling``.
         sampling: ``posneg`` (MONAI RandCropByPosNegLabeld with ``pos`` / ``neg``) or ``nnunet`` (random crops, a
             fraction ``oversample_foreground`` of them forced to hold foreground).
         num_samples: crops per volume and step.
@@ -70,6 +76,7 @@ class Recipe:
     intensity_stats: tuple[tuple[float, float, float, float], ...] | None = None
     zscore_nonzero_mask: bool = False
     crop_foreground: str = "normalized"
+    normalization_order: str | None = None
     sampling: str = "posneg"
     num_samples: int = 4
     pos: float = 1.0
@@ -100,11 +107,22 @@ class Recipe:
             ("crop_foreground", CROPS),
             ("sampling", SAMPLINGS),
             ("augmentation", AUGMENTATIONS),
+            ("resolved_normalization_order", NORMALIZATION_ORDERS),
         ):
             if getattr(self, field_name) not in allowed:
                 raise ValueError(
                     f"recipe {self.name}: {field_name} must be one of {allowed}, got {getattr(self, field_name)!r}"
                 )
+
+        if self.crop_foreground == "normalized" and self.resolved_normalization_order != "after-resampling":
+            raise ValueError(f"recipe {self.name}: a crop of the normalised image normalises after resampling")
+
+    @property
+    def resolved_normalization_order(self) -> str:
+        """``normalization_order``, or the order recipes had before the field (by their crop)."""
+        if self.normalization_order is not None:
+            return self.normalization_order
+        return "before-resampling" if self.crop_foreground == "nonzero" else "after-resampling"
 
     @property
     def mirror_axes(self) -> tuple[int, ...]:
@@ -271,14 +289,18 @@ def preprocessing_spec(
         TransformSpec(monai + "EnsureTyped", {"keys": keys, "dtype": Ref("torch.float32"), "track_meta": True}),
         TransformSpec(monai + "Orientationd", {"keys": keys, "axcodes": "RAS"}),
     ]
-    if recipe.crop_foreground == "nonzero":  # nnU-Net's order: crop to the non-zero region, normalise, resample
+    if recipe.crop_foreground == "nonzero":  # nnU-Net: crop to the raw image's non-zero region first
         nonzero = {**crop, "select_fn": Ref("amos_zoo.data.transforms.nonzero")}
-        chain += [TransformSpec(monai + "CropForegroundd", nonzero), normalise, spacing]
-    else:  # research-contributions' order: resample, normalise, crop to the voxels above the normalised minimum
+        chain.append(TransformSpec(monai + "CropForegroundd", nonzero))
+    if recipe.resolved_normalization_order == "before-resampling":  # nnU-Net v2
+        chain += [normalise, spacing]
+    else:  # nnU-Net v1 and research-contributions: resample, then normalise
         chain += [spacing, normalise]
-        if recipe.crop_foreground == "normalized":
-            positive = {**crop, "select_fn": Ref("amos_zoo.data.transforms.positive")}
-            chain.append(TransformSpec(monai + "CropForegroundd", positive))
+    if (
+        recipe.crop_foreground == "normalized"
+    ):  # research-contributions: crop to the voxels above the normalised minimum
+        positive = {**crop, "select_fn": Ref("amos_zoo.data.transforms.positive")}
+        chain.append(TransformSpec(monai + "CropForegroundd", positive))
     if has_label:
         chain.append(
             TransformSpec(monai + "EnsureTyped", {"keys": ["label"], "dtype": Ref("torch.uint8"), "track_meta": True})

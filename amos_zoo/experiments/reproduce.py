@@ -27,7 +27,7 @@ from amos_zoo.data.msd import MSD_TASKS, check_task_dataset, task_fit_args, writ
 
 __all__ = ["AMOS_TASKS", "TASKS", "SMOKE_SETTINGS", "default_protocol", "run_reproduce", "smoke_args"]
 
-AMOS_TASKS = ("amos-ct", "amos-ctmr")
+AMOS_TASKS = ("amos-ct", "amos-ctmr", "amos-mr")
 TASKS = (*AMOS_TASKS, *MSD_TASKS)
 
 #: per model: the smallest network that keeps the architecture, and a patch it accepts (smoke runs)
@@ -134,11 +134,13 @@ def run_reproduce(
     folds: Sequence[int] | None = None,
     extra_args: Sequence[str] = (),
     progress: bool = True,
+    checkpoint: str | None = None,
 ) -> dict | None:
     """Fit, predict the validation cases, evaluate, and write ``<out>/<task>/<protocol>/<model>/row.json``.
 
     Args:
-        task: ``amos-ct`` (AMOS Task 1), ``amos-ctmr`` (AMOS Task 2) or a Decathlon task (``Task09_Spleen``...).
+        task: ``amos-ct`` (AMOS Task 1), ``amos-ctmr`` (AMOS Task 2), ``amos-mr`` (the MR cases of Task 2 alone) or a
+            Decathlon task (``Task09_Spleen``...).
         model: a registered 3D model (``unet``, ``unetr``, ``swin_unetr``, ``vnet``, ``dynunet``).
         data: the task's dataset folder (holding dataset.json); with ``smoke`` and None, a synthetic dataset in the
             task's layout is written under ``out``.
@@ -151,6 +153,9 @@ def run_reproduce(
             split).
         extra_args: further ``amos-zoo fit`` options.
         progress: progress bars.
+        checkpoint: ``final`` (the weights at the end of each fold's training, as nnU-Net reports) or ``best`` (the
+            best validation checkpoint, chosen on the cases the row scores); default: the protocol's
+            ``eval.checkpoint``. The row names the choice (``checkpoint_choice``).
 
     Returns:
         The row (the cross-validation's row with ``folds``); None on DDP ranks other than 0.
@@ -168,6 +173,8 @@ def run_reproduce(
         raise ValueError(f"model must be one of {', '.join(SMOKE_SETTINGS)}, got {model!r}")
     protocol = protocol or default_protocol(model)
     decathlon = task in MSD_TASKS
+    evaluation = get_protocol(protocol).evaluation()
+    scoring = {"checkpoint": checkpoint or evaluation["checkpoint"], "empty_policy": evaluation["empty_policy"]}
     if folds is None and (decathlon or get_protocol(protocol).split == "cross-validation"):
         folds = [0, 1] if smoke else [0, 1, 2, 3, 4]  # the protocol's (a Decathlon task's) evaluation is its CV
     out = Path(out)
@@ -205,7 +212,7 @@ def run_reproduce(
         info["benchmark"] = "decathlon"
         info["scored_on"] = {r.name: list(r.labels) for r in regions}
     if folds is None:
-        result = run_experiment(common, run_root, progress=progress, info=info, regions=regions)
+        result = run_experiment(common, run_root, progress=progress, info=info, regions=regions, **scoring)
         return None if result is None else result.row
     results = []
     for k in folds:
@@ -215,14 +222,17 @@ def run_reproduce(
             progress=progress,
             info={**info, "fold": k},
             regions=regions,
+            **scoring,
         )
         if result is None:
             return None
         results.append(result)
-    return _crossval_row(results, run_root, progress, regions)
+    return _crossval_row(results, run_root, progress, regions, scoring["empty_policy"])
 
 
-def _crossval_row(results: list, run_root: Path, progress: bool, regions: Sequence | None = None) -> dict:
+def _crossval_row(
+    results: list, run_root: Path, progress: bool, regions: Sequence | None = None, empty_policy: str = "score"
+) -> dict:
     """Evaluate the union of the folds' validation predictions (as nnU-Net summarises a cross-validation)."""
     from amos_zoo.data.index import load_index
     from amos_zoo.experiments.run import row_metrics
@@ -248,6 +258,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool, regions: Sequen
         run_root / "crossval" / "evaluation",
         labels=load_index(first["data_root"]).labels,
         metrics=("dice", "nsd"),
+        empty_policy=empty_policy,
         workers=1,
         progress=progress,
         case_ids=case_ids,
@@ -262,6 +273,7 @@ def _crossval_row(results: list, run_root: Path, progress: bool, regions: Sequen
         "folds": folds,
         "fold_rows": [str(r.run_dir / "row.json") for r in results],
         "fold_dice": [r.row["metrics"]["overall"]["dice"] for r in results],
+        "fold_checkpoints": [r.row["checkpoint"] for r in results],
         "steps": [r.row["steps"] for r in results],
         "wall_time_s": sum(r.row["wall_time_s"] for r in results),
         "metrics": row_metrics(summary),

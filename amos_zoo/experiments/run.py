@@ -16,25 +16,27 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExperimentResult", "run_experiment", "config_file", "config_root", "dataset_hash", "load_rows"]
+from amos_zoo.config_files import config_file, config_root  # re-exported: their old home
 
+__all__ = [
+    "ExperimentResult",
+    "run_experiment",
+    "config_file",
+    "config_root",
+    "dataset_hash",
+    "load_rows",
+    "CHECKPOINT_LABELS",
+]
 
-def config_root() -> Path:
-    """The folder of the configs shipped with the package (``configs/`` in a source checkout)."""
-    return Path(str(resources.files("amos_zoo").joinpath("configs")))
-
-
-def config_file(relative: str) -> Path:
-    """A shipped config by its path under ``configs/`` (``base/gpu.yaml``); a clear error when there is none."""
-    path = config_root() / relative
-    if not path.is_file():
-        available = sorted(str(p.relative_to(config_root())) for p in config_root().rglob("*.yaml"))
-        raise FileNotFoundError(f"no shipped config {relative!r}; available: {', '.join(available)}")
-    return path
+#: what a row says about the checkpoint it evaluated (``row["checkpoint_choice"]``)
+CHECKPOINT_LABELS = {
+    "final": "final: the weights at the end of training (nnU-Net reports each fold's checkpoint_final.pth)",
+    "best": "best: the checkpoint of the best validation Dice, chosen on the same validation cases this row scores "
+    "(optimistic: model selection on the evaluation cases)",
+}
 
 
 def _git_commit() -> str | None:
@@ -91,6 +93,8 @@ def run_experiment(
     device: str | None = None,
     info: dict[str, Any] | None = None,
     regions: Sequence[Any] | None = None,
+    checkpoint: str = "best",
+    empty_policy: str = "score",
 ) -> ExperimentResult | None:
     """Fit with ``amos-zoo fit`` arguments, predict the validation cases, evaluate them and write ``row.json``.
 
@@ -105,6 +109,9 @@ def run_experiment(
         info: extra fields for the row (task, model, protocol, fold, smoke...).
         regions: score these label sets instead of each label (a Decathlon task's :func:`~amos_zoo.metrics.regions.
             task_regions`).
+        checkpoint: ``final`` (the weights at the end of training, saved as ``checkpoints/final.ckpt``) or ``best``
+            (the best validation checkpoint; the final one when validation never saved one); the row labels it.
+        empty_policy: the metric suite's empty-organ rule (``score``, ``ignore`` or ``nnunet``).
 
     Returns:
         The result on global rank 0; None on the other DDP ranks.
@@ -131,13 +138,16 @@ def run_experiment(
     cli = run_lightning_cli(args)
     fit_seconds = time.time() - start
     trainer, datamodule = cli.trainer, cli.datamodule
+    if checkpoint not in CHECKPOINT_LABELS:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_LABELS)}, got {checkpoint!r}")
+    final = run_dir / "checkpoints" / "final.ckpt"
+    trainer.save_checkpoint(final)  # on every rank: Lightning's save ends with a barrier
     if not trainer.is_global_zero:
         return None
     ckpt_cb = trainer.checkpoint_callback
-    ckpt = Path((ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb else "")
-    if not ckpt.is_file():
-        ckpt = run_dir / "final.ckpt"
-        trainer.save_checkpoint(ckpt)
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+    ckpt = best if checkpoint == "best" and best is not None and best.is_file() else final
+    choice = "best" if ckpt == best else "final"
 
     val_cases = datamodule.case_dicts("val")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +170,7 @@ def run_experiment(
         labels=datamodule.index.labels,
         metrics=tuple(metrics),
         tolerance=tolerance,
+        empty_policy=empty_policy,
         workers=1,
         progress=progress,
         case_ids=[c["case_id"] for c in val_cases],
@@ -181,6 +192,8 @@ def run_experiment(
         "data_root": str(datamodule.root),
         "data_hash": dataset_hash(datamodule.root),
         "checkpoint": str(ckpt),
+        "checkpoint_choice": CHECKPOINT_LABELS[choice],
+        "empty_policy": empty_policy,
         "steps": int(trainer.global_step),
         "fit_seconds": fit_seconds,
         "wall_time_s": time.time() - start,

@@ -39,7 +39,9 @@ class ExportResult:
 
 def network_from_card(card: dict[str, Any]) -> nn.Module:
     """The network of a card dictionary (what an exported bundle's ``network_def`` calls)."""
-    return ModelCard.from_dict(card).build_network()
+    from amos_zoo.models.registry import build_network
+
+    return build_network(ModelCard.from_dict(card))
 
 
 def _render(value: Any) -> Any:
@@ -212,11 +214,16 @@ def _export_bundle(net: nn.Module, card: ModelCard, out: Path, modality: str, re
     (out / "configs" / "metadata.json").write_text(json.dumps(_metadata(card, modality, report), indent=2))
     labels = ", ".join(f"{i} {n}" for i, n in sorted(card.labels.items()))
     recipe = card.recipe
+    # a bundle runs MONAI's SlidingWindowInferer: say where that differs from amos-zoo's predictor for this card
+    differs = ["MONAI's window positions, not nnU-Net's"] if card.sw_tiling == "nnunet" else []
+    differs += ["no mirror test-time augmentation"] if card.tta else []
+    bundle_differences = "; " + ", ".join(differs) if differs else ""
     (out / "docs" / "README.md").write_text(
         f"# amos-zoo {card.arch} (MONAI bundle)\n\nLabels: {labels}.\n\n"
         f"Preprocessing (recipe `{recipe.name}`): RAS, spacing {recipe.spacing} mm, CT normalisation "
         f"`{recipe.ct_normalization}`, MRI normalisation `{recipe.mri_normalization}`, chosen by the config entry "
-        f"`modality` (CT or MRI); sliding window {card.roi_size} ({card.sw_mode}, overlap {card.sw_overlap}); the "
+        f"`modality` (CT or MRI); sliding window {card.roi_size} ({card.sw_mode}, overlap {card.sw_overlap}"
+        f"{bundle_differences}); the "
         "prediction is inverted back to each input's grid. Needs `pip install amos-zoo` (its transforms and network "
         "builder).\n\nRun:\n\n```\npython -m monai.bundle run --config_file configs/inference.json --meta_file "
         "configs/metadata.json --bundle_root . --dataset_dir DIR_OF_NIFTI --output_dir OUT [--modality MRI]\n```\n"

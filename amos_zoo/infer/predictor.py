@@ -1,6 +1,11 @@
 """Whole-scan inference: the recipe's preprocessing, gaussian sliding window (optional mirror TTA),
 and the prediction resampled back onto the input's own voxel grid (same shape, same affine).
 
+Mirroring runs inside each window, as nnU-Net's predictors do: a window's output is the mean over the window and its
+mirrored copies, and the windows are blended afterwards. What is averaged and blended is the card's ``blend``:
+``logits`` (nnU-Net v2's ``_internal_maybe_mirror_and_predict``; MONAI's ``sliding_window_inference``) or
+``probabilities`` (nnU-Net v1's ``_internal_maybe_mirror_and_pred_3D``: softmax per window, then blended).
+
 Inputs are NIfTI files, lists of channel files, or DICOM series folders (MONAI's PydicomReader; a
 folder holding more than one series is refused).
 """
@@ -34,7 +39,86 @@ __all__ = [
     "nifti_header",
     "InputError",
     "check_dicom_series",
+    "BLENDS",
+    "TILINGS",
+    "nnunet_sliding_window",
+    "nnunet_steps",
+    "nnunet_gaussian",
 ]
+
+
+#: what mirroring averages and the sliding window blends
+BLENDS = ("logits", "probabilities")
+#: where the windows go: MONAI's ``sliding_window_inference`` or nnU-Net's tiling (:func:`nnunet_sliding_window`)
+TILINGS = ("monai", "nnunet")
+
+
+def nnunet_steps(image_size: tuple[int, ...], tile_size: tuple[int, ...], step: float) -> list[list[int]]:
+    """Window start positions per axis as nnU-Net places them (``compute_steps_for_sliding_window``, the same in v1
+    and v2): the fewest windows at most ``tile * step`` apart, spread evenly from the first voxel to the last."""
+    steps = []
+    for size, tile in zip(image_size, tile_size):
+        count = int(np.ceil((size - tile) / (tile * step))) + 1
+        actual = (size - tile) / (count - 1) if count > 1 else 0.0
+        steps.append([int(np.round(actual * i)) for i in range(count)])
+    return steps
+
+
+def nnunet_gaussian(tile_size: tuple[int, ...], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
+    """nnU-Net's window weights (``compute_gaussian``): a unit impulse at the window's centre blurred by scipy's
+    gaussian filter with sigma ``tile * sigma_scale``, scaled to a maximum of 1, zeros replaced by the smallest
+    weight (nnU-Net scales to 10 in v2: the blend divides the scale out)."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros(tile_size)
+    impulse[tuple(t // 2 for t in tile_size)] = 1
+    weights = gaussian_filter(impulse, [t * sigma_scale for t in tile_size], 0, mode="constant", cval=0)
+    weights = torch.from_numpy(weights / weights.max()).float()
+    weights[weights == 0] = weights[weights > 0].min()
+    return weights
+
+
+def nnunet_sliding_window(
+    image: torch.Tensor,
+    tile_size: tuple[int, ...],
+    network,
+    *,
+    overlap: float = 0.5,
+    gaussian: bool = True,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    stitch_device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """nnU-Net's sliding window (``predict_sliding_window_return_logits``): the volume padded with zeros to at least
+    one window (centred, as acvl_utils' ``pad_nd_image``), windows at :func:`nnunet_steps` with step ``1 - overlap``,
+    each output weighted by :func:`nnunet_gaussian` (or 1), summed and divided by the summed weights, the padding
+    removed. ``image`` is (1, C, *spatial); ``network`` maps a batch of windows to outputs (B, K, *tile).
+    nnU-Net accumulates in float16; this accumulates in float32."""
+    device = torch.device(device) if device is not None else image.device
+    stitch = torch.device(stitch_device) if stitch_device is not None else device
+    spatial = tuple(image.shape[2:])
+    padded_size = [max(s, t) for s, t in zip(spatial, tile_size)]
+    below = [(p - s) // 2 for p, s in zip(padded_size, spatial)]
+    pads = [v for b, p, s in reversed(list(zip(below, padded_size, spatial))) for v in (b, p - s - b)]
+    data = torch.nn.functional.pad(image, pads) if any(pads) else image
+    corners = list(itertools.product(*nnunet_steps(tuple(padded_size), tuple(tile_size), 1.0 - overlap)))
+    weights = nnunet_gaussian(tuple(tile_size)).to(stitch) if gaussian else torch.ones(tuple(tile_size), device=stitch)
+    total = counts = None
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start : start + batch_size]
+        windows = [
+            (slice(None), slice(None), *[slice(c, c + t) for c, t in zip(corner, tile_size)]) for corner in chunk
+        ]
+        outputs = network(torch.cat([data[w] for w in windows]).to(device)).to(stitch).float()
+        if total is None:
+            total = torch.zeros((1, outputs.shape[1], *padded_size), dtype=torch.float32, device=stitch)
+            counts = torch.zeros(tuple(padded_size), dtype=torch.float32, device=stitch)
+        for output, window in zip(outputs, windows):
+            total[window] += output * weights
+            counts[window[2:]] += weights
+    total /= counts
+    crop = tuple(slice(b, b + s) for b, s in zip(below, spatial))
+    return total[(slice(None), slice(None), *crop)]
 
 
 class InputError(ValueError):
@@ -292,9 +376,13 @@ class Predictor:
         sw_batch_size: windows per forward pass.
         overlap: sliding-window overlap.
         device: where the network runs.
-        tta: average the softmax over all mirrorings of the axes the recipe's training mirrored
+        tta: average each window's output over all mirrorings of the axes the recipe's training mirrored
             (``recipe.mirror_axes``: 8 passes in 3D); refused for a recipe trained without mirroring, whose
             network never saw a mirrored body (measured: mean Dice 0.43 -> 0.05 on the synthetic phantoms).
+        blend: what mirroring averages and the windows blend: ``logits`` (nnU-Net v2, MONAI) or ``probabilities``
+            (softmax per window: nnU-Net v1).
+        sw_tiling: where the windows go and how they are weighted: ``monai`` (``sliding_window_inference``) or
+            ``nnunet`` (:func:`nnunet_sliding_window`: nnU-Net's window positions, padding and gaussian).
         in_channels: channels the model expects (checked per scan).
         amp: bfloat16 autocast on CUDA.
         precision: ``auto`` (bf16 autocast on CUDA when ``amp``, fp32 on CPU), ``fp32`` or ``bf16`` (autocast on
@@ -322,6 +410,8 @@ class Predictor:
     precision: str = "auto"
     sw_mode: str = "gaussian"
     skip_constant_windows: bool = False
+    blend: str = "logits"
+    sw_tiling: str = "monai"
 
     @classmethod
     def from_card(cls, model: torch.nn.Module, card: ModelCard, **overrides) -> Predictor:
@@ -334,6 +424,8 @@ class Predictor:
             "overlap": card.sw_overlap,
             "sw_mode": card.sw_mode,
             "tta": card.tta,
+            "blend": card.blend,
+            "sw_tiling": card.sw_tiling,
             "interpolation": card.interpolation,
             "in_channels": card.in_channels,
             "label_names": {i: n for i, n in (card.labels or {}).items() if i != 0},
@@ -344,6 +436,10 @@ class Predictor:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto; got {self.precision!r}")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}; got {self.blend!r}")
+        if self.sw_tiling not in TILINGS:
+            raise ValueError(f"sw_tiling must be one of {TILINGS}; got {self.sw_tiling!r}")
         if self.tta and not self.recipe.mirror_axes:
             raise ValueError(
                 f"tta: recipe {self.recipe.name} trains without mirroring (flip_prob {self.recipe.flip_prob}), so "
@@ -365,26 +461,44 @@ class Predictor:
             return self.amp and torch.device(self.device).type == "cuda"
         return self.precision == "bf16"
 
+    def _window_output(self, windows: torch.Tensor) -> torch.Tensor:
+        """One batch of windows through the network in fp32: logits, or softmax with ``blend="probabilities"``; with
+        ``tta`` the mean over the windows and their mirrorings (each output flipped back), as nnU-Net averages
+        inside each window."""
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            out = self.model(x).float()
+            return torch.softmax(out, dim=1) if self.blend == "probabilities" else out
+
+        total = forward(windows)
+        if not self.tta:
+            return total
+        spatial = [2 + axis for axis in self.recipe.mirror_axes if 2 + axis < windows.ndim]
+        flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
+        for dims in flips:
+            total += forward(torch.flip(windows, dims)).flip(dims)
+        return total / (len(flips) + 1)
+
     def _network(self, windows: torch.Tensor) -> torch.Tensor:
         """The network on a batch of windows, in fp32 for stitching; a window of one constant value (air around
         the body, padding) gets the network's output for that constant window, computed once and reused: the
         same numbers (a window's output depends only on its content), without the forward pass."""
         if not self.skip_constant_windows:
-            return self.model(windows).float()
+            return self._window_output(windows)
         flat = windows.flatten(1)
         constant = (flat == flat[:, :1]).all(1)
         if not bool(constant.any()):
-            return self.model(windows).float()
+            return self._window_output(windows)
         out = torch.empty((0,), device=windows.device)
         todo = (~constant).nonzero().flatten()
         if len(todo):
-            computed = self.model(windows[todo]).float()
+            computed = self._window_output(windows[todo])
             out = computed.new_empty((windows.shape[0], *computed.shape[1:]))
             out[todo] = computed
         for i in constant.nonzero().flatten().tolist():
             key = (float(flat[i, 0]), tuple(windows.shape[1:]), self.autocast_bf16)
             if key not in self._constant_outputs:
-                self._constant_outputs[key] = self.model(windows[i : i + 1]).float()
+                self._constant_outputs[key] = self._window_output(windows[i : i + 1])
             cached = self._constant_outputs[key]
             if out.numel() == 0:
                 out = cached.new_empty((windows.shape[0], *cached.shape[1:]))
@@ -396,6 +510,17 @@ class Predictor:
         kind = torch.device(self.device).type
         extra = {} if stitch_device is None else {"sw_device": self.device, "device": stitch_device}
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            if self.sw_tiling == "nnunet":
+                return nnunet_sliding_window(
+                    x,
+                    tuple(self.roi_size),
+                    self._network,
+                    overlap=self.overlap,
+                    gaussian=self.sw_mode == "gaussian",
+                    batch_size=self.sw_batch_size,
+                    device=self.device,
+                    stitch_device=stitch_device,
+                )
             return sliding_window_inference(
                 x, self.roi_size, self.sw_batch_size, self._network, overlap=self.overlap, mode=self.sw_mode, **extra
             ).float()
@@ -437,15 +562,8 @@ class Predictor:
         if image is not None:
             self.check_channels(image)
         x = data["image"].unsqueeze(0).to(self.device)
-        probs = torch.softmax(self._logits(x), dim=1)
-        if self.tta:
-            spatial = [2 + axis for axis in self.recipe.mirror_axes if 2 + axis < x.ndim]
-            flips = [c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)]
-            for dims in flips:
-                mirrored = torch.softmax(self._logits(torch.flip(x, dims)), dim=1).flip(dims)
-                probs = probs.to(mirrored.device)  # after a fallback every pass, and the sum, live on the CPU
-                probs += mirrored
-            probs /= len(flips) + 1
+        blended = self._logits(x)  # mirroring (tta) runs inside each window: self._window_output
+        probs = torch.softmax(blended, dim=1) if self.blend == "logits" else blended
         out = MetaTensor(probs[0].cpu(), affine=data["image"].affine)
         out.meta["cropped"] = cropped_faces(data["image"])
         return out

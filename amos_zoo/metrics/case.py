@@ -6,9 +6,13 @@ Conventions for empty masks (``empty_policy``):
   from both reference and prediction: Dice 1, NSD 1, HD95 0, ASSD 0. Absent from exactly one: Dice 0,
   NSD 0, HD95 and ASSD = ``worst_distance`` (default: the image's physical diagonal in mm). Every
   (case, organ) pair then has a finite value and counts in every mean.
-* ``"ignore"`` (nnU-Net, MONAI ``ignore_empty=True``): organ absent from the reference: every metric
-  is NaN and the pair is left out of means (aggregation reports how many were left out). Absent from
-  the prediction only: as in ``"score"``.
+* ``"ignore"`` (MONAI ``ignore_empty=True``): organ absent from the reference: every metric is NaN and the
+  pair is left out of means (aggregation reports how many were left out), whether or not it was predicted.
+  Absent from the prediction only: as in ``"score"``.
+* ``"nnunet"`` (nnU-Net v2's ``compute_metrics_on_folder``, and v1's evaluator): organ absent from both
+  reference and prediction: every metric is NaN, left out of the means. Absent from exactly one: as in
+  ``"score"`` (Dice 0: a predicted organ the reference lacks is a false positive). Per organ the mean then
+  equals nnU-Net's ``np.nanmean`` over cases (tests/test_metrics_nnunet.py compares with nnunetv2 2.8.1).
 
 How the AMOS 2022 challenge itself scored absent organs is not documented in a source we could
 verify; ``"score"`` is the common choice of its successors (FLARE22/23).
@@ -28,7 +32,7 @@ from amos_zoo.metrics.tolerances import TolerancePreset, get_tolerances
 __all__ = ["METRICS", "EMPTY_POLICIES", "evaluate_case", "label_bounding_boxes", "dice_score"]
 
 METRICS = ("dice", "nsd", "hd95", "assd")
-EMPTY_POLICIES = ("score", "ignore")
+EMPTY_POLICIES = ("score", "ignore", "nnunet")
 
 
 def label_bounding_boxes(labels: np.ndarray, max_label: int) -> list[tuple[slice, ...] | None]:
@@ -75,7 +79,7 @@ def evaluate_case(
         label_ids: labels to score (usually 1..N-1).
         tolerance: NSD tolerance preset name, a number in mm, or id -> mm.
         metrics: any of ``dice``, ``nsd``, ``hd95``, ``assd``.
-        empty_policy: ``"score"`` or ``"ignore"`` (module docstring).
+        empty_policy: ``"score"``, ``"ignore"`` or ``"nnunet"`` (module docstring).
         worst_distance: distance given when exactly one mask is empty; default the image diagonal in mm.
         hd_percentile: percentile of the robust Hausdorff distance.
 
@@ -112,6 +116,9 @@ def evaluate_case(
             out[lid] = row
             continue
         box = _union(bg, bp)
+        if box is None and empty_policy == "nnunet":  # absent from both: nnU-Net's NaN, left out of means
+            out[lid] = {**{m: float("nan") for m in metrics}, "gt_voxels": 0, "pred_voxels": 0}
+            continue
         if box is None:  # absent from both
             row.update({"dice": 1.0, "nsd": 1.0, "hd95": 0.0, "assd": 0.0})
             out[lid] = {**{m: row[m] for m in metrics}, "gt_voxels": 0, "pred_voxels": 0}

@@ -114,7 +114,7 @@ def evaluate_folders(
         labels: label map (AMOS by default).
         tolerance: NSD tolerance preset, mm, or id -> mm.
         metrics: metrics to compute.
-        empty_policy: ``score`` or ``ignore`` (see :mod:`amos_zoo.metrics.case`).
+        empty_policy: ``score``, ``ignore`` or ``nnunet`` (see :mod:`amos_zoo.metrics.case`).
         modality_override: case id -> CT/MRI instead of the AMOS id rule.
         workers: processes (default: all cores); 1 evaluates in this process.
         progress: show a progress bar.

@@ -30,6 +30,7 @@ __all__ = [
     "head_keys",
     "head_class_dims",
     "with_patch_size",
+    "network_kwargs",
     "check_patch_size",
 ]
 
@@ -262,12 +263,20 @@ def build_network(card: ModelCard, num_classes: int | None = None) -> nn.Module:
     classes = num_classes or card.num_classes
     if classes is None:
         raise ValueError(f"the {card.arch} card is encoder-only: say how many classes the network should output")
-    kwargs = card.network_kwargs
+    kwargs = network_kwargs(card)
     if card.legacy_patch_merging:
         from amos_zoo.models.swin_legacy import LegacyPatchMerging
 
         kwargs["downsample"] = LegacyPatchMerging
     return create_model(card.arch, card.in_channels, classes, **kwargs)
+
+
+def network_kwargs(card: ModelCard) -> dict[str, Any]:
+    """The constructor arguments :func:`create_model` receives for a card (UNETR's ``img_size`` = its window); a
+    clear error for an architecture this amos-zoo does not know (a card written by another version)."""
+    if card.arch not in MODEL_REGISTRY:
+        raise ValueError(f"model card: unknown architecture {card.arch!r}; known: {', '.join(MODEL_REGISTRY)}")
+    return with_patch_size(card.arch, card.arch_kwargs, card.roi_size)
 
 
 def with_patch_size(name: str, overrides: dict[str, Any] | None, patch_size) -> dict[str, Any]:

@@ -8,6 +8,9 @@ project chose). The key says where the value goes:
 * ``recipe.<field>``: the protocol's preprocessing :class:`~amos_zoo.data.recipes.Recipe` (named after the card);
 * ``model.<arg>`` / ``data.<arg>`` / ``trainer.<arg>``: the LightningCLI config of ``amos-zoo fit``;
 * ``network.<arg>``: the network's constructor arguments (``model.arch_kwargs``);
+* ``eval.<name>``: how ``amos-zoo reproduce`` scores a row: ``eval.checkpoint`` (``final``: the weights at the end of
+  training, or ``best``: the best validation checkpoint) and ``eval.empty_policy`` (the metric suite's empty-organ
+  rule, :mod:`amos_zoo.metrics.case`);
 * ``doc.<name>``: documentation only (what the source did, where amos-zoo has no switch for it).
 
 A key ending in ``@<model>`` (``network.feature_size@swin_unetr``) applies only when that model is trained; a
@@ -15,7 +18,7 @@ A key ending in ``@<model>`` (``network.feature_size@swin_unetr``) applies only 
 
 ``amos-zoo fit --protocol btcv/swin_unetr`` applies a card (and that model's network settings); ``amos-zoo protocol
 show btcv`` prints it; ``docs/protocols.md`` is rendered from the cards (a test keeps them equal). This module
-imports neither torch nor MONAI.
+is data at the bottom of the package: it imports neither torch, MONAI nor any other amos-zoo module.
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ __all__ = [
     "Protocol",
     "Setting",
     "ProtocolError",
+    "CHECKPOINT_CHOICES",
     "get_protocol",
     "list_protocols",
     "protocol_config",
     "render_markdown",
 ]
 
-_TARGETS = ("recipe", "model", "data", "trainer", "network", "doc")
+_TARGETS = ("recipe", "model", "data", "trainer", "network", "eval", "doc")
 _TASKS = ("amos-ct", "amos-ctmr", "amos-mr")
+#: which checkpoint a row evaluates: the weights at the end of training, or the best validation checkpoint
+CHECKPOINT_CHOICES = ("final", "best")
 
 
 class ProtocolError(ValueError):
@@ -55,7 +61,7 @@ class Setting:
 
     @property
     def target(self) -> str:
-        """Where the value goes: recipe, model, data, trainer, network or doc."""
+        """Where the value goes: recipe, model, data, trainer, network, eval or doc."""
         return self.key.split(".", 1)[0]
 
     @property
@@ -93,6 +99,14 @@ class Protocol:
     def network(self, model: str) -> dict[str, Any]:
         """Constructor arguments of ``model`` under this protocol (empty: the registry's defaults)."""
         return self.values("network", model)
+
+    def evaluation(self) -> dict[str, str]:
+        """How ``reproduce`` scores this protocol's row: ``checkpoint`` (``final`` or ``best``; default ``final``, as
+        nnU-Net reports) and ``empty_policy`` (default ``score``)."""
+        values = {"checkpoint": "final", "empty_policy": "score", **self.values("eval")}
+        if values["checkpoint"] not in CHECKPOINT_CHOICES:
+            raise ProtocolError(f"protocol {self.name}: eval.checkpoint is one of {CHECKPOINT_CHOICES}")
+        return values
 
     def setting(self, key: str) -> Setting:
         """The setting with this key."""
@@ -191,13 +205,7 @@ def protocol_config(name: str, model: str | None = None) -> dict[str, Any]:
         flat.update({f"{target}.{k}": v for k, v in protocol.values(target, model).items()})
     flat["data.recipe"] = protocol.name
     flat["model.protocol"] = protocol.name
-    if model is not None:
-        from amos_zoo.models.registry import MODEL_REGISTRY
-
-        if model not in MODEL_REGISTRY:
-            raise ProtocolError(
-                f"unknown model {model!r} in --protocol {name}/{model}; known: {', '.join(MODEL_REGISTRY)}"
-            )
+    if model is not None:  # the command line checks the name against the model registry (train/cli.py)
         flat["model.arch"] = model
         flat["model.arch_kwargs"] = protocol.network(model)
     return _nest(flat)
@@ -219,8 +227,11 @@ def render_markdown(protocols: list[Protocol] | None = None) -> str:
         "fails when this file and the cards differ. Apply one with `amos-zoo fit --protocol NAME/MODEL ...` or",
         "`amos-zoo reproduce --protocol NAME --model MODEL ...`. Keys say where a value goes: `recipe.*` (the",
         "preprocessing recipe), `model.*` / `data.*` / `trainer.*` (the LightningCLI config), `network.*` (the",
-        "network's arguments), `doc.*` (what the source does where amos-zoo has no switch; documentation only). A",
-        "key ending in `@MODEL` applies to that network only, a recipe key ending in `@TASK` to that AMOS task only.",
+        "network's arguments), `eval.*` (how `reproduce` scores the row: checkpoint and empty-organ rule), `doc.*`",
+        "(what the source does where amos-zoo has no switch; documentation only). A key ending in `@MODEL` applies",
+        "to that network only, a recipe key ending in `@TASK` to that AMOS task only. A source says `equals` only",
+        "where a test shows equality with the source's own code (the test is named), `approximates` with what",
+        "differs, or `amos-zoo choice` and why.",
         "",
     ]
     for p in protocols:

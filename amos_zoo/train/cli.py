@@ -46,9 +46,14 @@ class _ProtocolAction(argparse.Action):
     def __call__(self, parser, cfg, values, option_string=None) -> None:
         import yaml
 
-        from amos_zoo.protocols import protocol_config
+        from amos_zoo.models.registry import MODEL_REGISTRY
+        from amos_zoo.protocols import ProtocolError, protocol_config
 
         name, _, model = str(values).partition("/")
+        if model and model not in MODEL_REGISTRY:
+            raise ProtocolError(
+                f"unknown model {model!r} in --protocol {name}/{model}; known: {', '.join(MODEL_REGISTRY)}"
+            )
         ActionConfigFile.apply_config(parser, cfg, "config", yaml.safe_dump(protocol_config(name, model or None)))
 
 
@@ -145,7 +150,7 @@ class AmosLightningCLI(LightningCLI):
 def shipped_configs(args: Sequence[str]) -> list[str]:
     """``--config configs/X.yaml`` that is not a file here names the config shipped with the package (the same
     layout), so the README's commands work from any folder; an existing file always wins."""
-    from amos_zoo.experiments.run import config_root
+    from amos_zoo.config_files import config_root
 
     out = list(args)
     for i, arg in enumerate(out[:-1]):

@@ -20,6 +20,7 @@ from amos_zoo.data.labels import label_key
 from amos_zoo.data.recipes import Recipe
 from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import evaluate_case
+from amos_zoo.models.registry import build_network, network_kwargs
 
 __all__ = ["SegmentationModule"]
 
@@ -91,6 +92,10 @@ class SegmentationModule(pl.LightningModule):
         tta: the protocol predicts with mirror test-time augmentation (model card; ``amos-zoo predict`` and
             ``reproduce`` follow it).
         interpolation: how the protocol puts labels back on a scan's grid (``linear`` or ``nearest``; model card).
+        blend: what prediction's mirroring averages and its sliding window blends (``logits`` or ``probabilities``;
+            model card).
+        sw_tiling: where prediction's windows go (``monai`` or ``nnunet``; model card). Validation during training
+            uses MONAI's sliding window.
 
     A network with deep supervision (DynUNet ``deep_supervision=True``) returns its outputs stacked in training;
     the loss is then nnU-Net v2's weighting: ``2**-i`` for output ``i``, the lowest resolution weighted 0,
@@ -135,13 +140,15 @@ class SegmentationModule(pl.LightningModule):
         protocol: str | None = None,
         tta: bool = False,
         interpolation: str = "linear",
+        blend: str = "logits",
+        sw_tiling: str = "monai",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.label_ids = list(range(1, num_classes))
         names = {int(k): v for k, v in (label_names or {}).items()}
         self.label_names = {i: names.get(i, f"class_{i}") for i in self.label_ids}
-        self.net = self.card.build_network()
+        self.net = build_network(self.card)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, **(loss_kwargs or {}))
         self.log_names = {i: re.sub(r"[^0-9a-zA-Z]+", "_", n).strip("_") for i, n in self.label_names.items()}
         self._val = MetricAccumulator(self.label_names, self.hparams.val_metrics)
@@ -168,6 +175,8 @@ class SegmentationModule(pl.LightningModule):
             protocol=hp.protocol,
             tta=hp.tta,
             interpolation=hp.get("interpolation", "linear"),
+            blend=hp.get("blend", "logits"),
+            sw_tiling=hp.get("sw_tiling", "monai"),
         )
 
     # ---- fine-tuning ------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ class SegmentationModule(pl.LightningModule):
         ours = {0: "background", **self.label_names}
         theirs = card.labels if card is not None else None
         same_labels = theirs is not None and _same_names(theirs, ours)
-        class_dims = head_class_dims(hp.arch, hp.in_channels, hp.num_classes, **self.card.network_kwargs)
+        class_dims = head_class_dims(hp.arch, hp.in_channels, hp.num_classes, **network_kwargs(self.card))
         reinit = set(class_dims) if theirs is not None and not same_labels else set()
         report = apply_weights(self.net, raw, card, source=str(hp.pretrained), reinit=reinit, reinit_head=True)
         report.verified = verified

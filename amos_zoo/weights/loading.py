@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from amos_zoo.card import ModelCard
-from amos_zoo.models.registry import encoder_keys
+from amos_zoo.models.registry import build_network, encoder_keys
 from amos_zoo.weights.download import fetch
 from amos_zoo.weights.formats import RawWeights, card_of, is_encoder_only, predates_monai_1_5, read_weights_file
 from amos_zoo.weights.formats import to_model_keys as _to_model_keys
@@ -306,7 +306,7 @@ def load_with_report(
             )
         if card.labels is None and num_classes is None:
             raise ValueError(f"{source}: the file holds only an encoder: pass num_classes= (or model=)")
-        model = card.build_network(num_classes)
+        model = build_network(card, num_classes)
         if legacy_patch_merging is None:
             legacy_patch_merging = card.legacy_patch_merging
     report = apply_weights(
