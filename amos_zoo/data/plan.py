@@ -397,8 +397,15 @@ def _configuration(
     batch = round((reference / current) * UNET_REFERENCE_BATCH_3D)
     cap = round(n_voxels_dataset * MAX_DATASET_COVERED / np.prod(patch, dtype=np.float64))
     batch = max(min(batch, cap), UNET_MIN_BATCH)
-    return {"spacing": [float(s) for s in spacing], "patch_size": [int(p) for p in patch], "batch_size": int(batch),
-            "median_image_size_in_voxels": [float(m) for m in median_shape], "architecture": arch}
+    from amos_zoo.models.nnunet import nnunet_architecture
+
+    return {
+        "spacing": [float(s) for s in spacing],
+        "patch_size": [int(p) for p in patch],
+        "batch_size": int(batch),
+        "median_image_size_in_voxels": [float(m) for m in median_shape],
+        "architecture": nnunet_architecture(arch),
+    }
 
 
 #: nnU-Net v2's channel name -> normalisation (map_channel_name_to_normalization.py; any other name: z-score)
@@ -499,7 +506,9 @@ def to_xyz(configuration: dict[str, Any]) -> dict[str, Any]:
     def xyz(values: Sequence) -> list:
         return [values[i] for i in order]
 
-    arch = dict(configuration["architecture"])
+    from amos_zoo.models.nnunet import ARCH_KEYS
+
+    arch = {k: v for k, v in configuration["architecture"]["arch_kwargs"].items() if k in ARCH_KEYS}
     arch["kernel_sizes"] = [xyz(k) for k in arch["kernel_sizes"]]
     arch["strides"] = [xyz(s) for s in arch["strides"]]
     return {

@@ -15,8 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-__all__ = ["NNUNET_CLASS", "plain_conv_unet", "NnUNetPlainConvUNet", "weights_to_xyz", "default_architecture"]
+__all__ = [
+    "NNUNET_CLASS",
+    "ARCH_KEYS",
+    "nnunet_architecture",
+    "plain_conv_unet",
+    "weights_to_xyz",
+    "default_architecture",
+]
 
 #: the network class nnU-Net v2's default planner writes into its plans
 NNUNET_CLASS = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -27,7 +35,7 @@ _EXPECTED_IMPORTS = {
     "dropout_op": None,
     "nonlin": "torch.nn.LeakyReLU",
 }
-_ARCH_KEYS = (
+ARCH_KEYS = (
     "n_stages",
     "features_per_stage",
     "kernel_sizes",
@@ -57,6 +65,33 @@ def default_architecture() -> dict[str, Any]:
     }
 
 
+def nnunet_architecture(arch: dict[str, Any]) -> dict[str, Any]:
+    """A plan's ``architecture`` entry as nnU-Net v2's ExperimentPlanner writes it (class name, ``arch_kwargs`` with
+    the classes named, which of them to import) from PlainConvUNet's numeric arguments."""
+    kwargs = {k: arch[k] for k in ARCH_KEYS if k in arch}
+    ordered = {
+        "n_stages": kwargs["n_stages"],
+        "features_per_stage": kwargs["features_per_stage"],
+        "conv_op": _EXPECTED_IMPORTS["conv_op"],
+        "kernel_sizes": kwargs["kernel_sizes"],
+        "strides": kwargs["strides"],
+        "n_conv_per_stage": kwargs["n_conv_per_stage"],
+        "n_conv_per_stage_decoder": kwargs["n_conv_per_stage_decoder"],
+        "conv_bias": kwargs["conv_bias"],
+        "norm_op": _EXPECTED_IMPORTS["norm_op"],
+        "norm_op_kwargs": kwargs["norm_op_kwargs"],
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": _EXPECTED_IMPORTS["nonlin"],
+        "nonlin_kwargs": kwargs["nonlin_kwargs"],
+    }
+    return {
+        "network_class_name": NNUNET_CLASS,
+        "arch_kwargs": ordered,
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
 def _check_imports(arch: dict[str, Any]) -> None:
     for key, expected in _EXPECTED_IMPORTS.items():
         if key in arch and arch[key] is not None and not isinstance(arch[key], str):
@@ -76,7 +111,7 @@ def plain_conv_unet(
     num_classes: int,
     deep_supervision: bool = False,
     initialize: bool = True,
-) -> NnUNetPlainConvUNet:
+) -> nn.Module:
     """nnunetv2's ``get_network_from_plans`` for a PlainConvUNet plan (``arch``: the plan's ``arch_kwargs``, or
     amos-zoo's (x, y, z) version of them): 3D convolutions, InstanceNorm3d, LeakyReLU, and nnU-Net's He
     initialisation (``InitWeights_He(1e-2)``) unless ``initialize`` is False."""
@@ -85,11 +120,11 @@ def plain_conv_unet(
 
     arch = dict(arch)
     _check_imports(arch)
-    unknown = sorted(set(arch) - set(_ARCH_KEYS) - set(_EXPECTED_IMPORTS) - {"dropout_op_kwargs", "deep_supervision"})
+    unknown = sorted(set(arch) - set(ARCH_KEYS) - set(_EXPECTED_IMPORTS) - {"dropout_op_kwargs", "deep_supervision"})
     if unknown:
         raise ValueError(f"nnU-Net plan: unknown PlainConvUNet arguments {unknown}")
     deep_supervision = bool(arch.pop("deep_supervision", deep_supervision))
-    kwargs = {k: arch[k] for k in _ARCH_KEYS if k in arch}
+    kwargs = {k: arch[k] for k in ARCH_KEYS if k in arch}
     if any(len(k) != 3 for k in kwargs["kernel_sizes"]):
         raise ValueError("amos-zoo builds nnU-Net's 3D network; this plan's kernels are not 3D")
     net = _nnunet_class()(
