@@ -39,8 +39,7 @@ __all__ = [
 
 #: format name -> its module, in the order files are tested (most specific first; bundles are found by path)
 FORMATS: dict[str, ModuleType] = {
-    m.NAME: m
-    for m in (bundle, lightning, nnunet_v2, ssl_monai_filter, ssl_swinvit, research_contributions, state_dict)
+    m.NAME: m for m in (bundle, lightning, nnunet_v2, ssl_monai_filter, ssl_swinvit, research_contributions, state_dict)
 }
 
 
