@@ -408,3 +408,68 @@ def test_masked_zscore_equals_nnunet_v2():
     np.testing.assert_allclose(ours[crop], theirs, atol=1e-5)
     assert (ours[crop][seg_c[0] < 0] == 0).all() and (seg_c[0] < 0).any()  # outside the mask: left at zero
     assert abs(float(ours[crop][seg_c[0] >= 0].mean())) < 1e-5  # inside: mean 0
+
+
+def test_fit_trains_on_the_planned_patch_with_the_network_built_from_the_plan(synth_root, tmp_path, monkeypatch):
+    """The data module plans nnU-Net's 3d_fullres configuration (as amos-zoo plan does) and takes its patch; the
+    module builds nnU-Net's network from it (the same network nnunetv2 builds from that plan), stores it in its
+    hyperparameters and card, and trains with nnU-Net's deep-supervision loss (label downsampled per output)."""
+    from types import SimpleNamespace
+
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    from amos_zoo.data.datamodule import SegmentationDataModule
+    from amos_zoo.data.plan import load_plan
+    from amos_zoo.models.registry import count_parameters
+    from amos_zoo.train.module import SegmentationModule, downsample_label
+
+    dm = SegmentationDataModule(
+        str(synth_root), task="amos-ct", recipe="nnunet-v2", cache_dir=str(tmp_path), num_workers=1
+    )
+    assert dm.recipe.patch_rule == "planned"
+    dm.ensure_plan(progress=False)
+    config = dm.plan_configuration
+    plan = load_plan(dm.plan_path)  # written beside the cache: the configuration travels with the plan
+    assert plan.configuration == config and dm.recipe.patch_size == tuple(config["patch_size"])
+    fp = plan.fingerprint
+    assert config == plan_3d_fullres(
+        fp["spacings"],
+        fp["shapes_after_crop"],
+        1,
+        dm.num_classes,
+        channel_names=["CT"],
+        median_relative_size_after_crop=fp["median_relative_size_after_crop"],
+    )
+
+    module = SegmentationModule(arch="nnunet", num_classes=dm.num_classes, arch_kwargs={"deep_supervision": True})
+    module._trainer = SimpleNamespace(datamodule=dm, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    module.setup("fit")
+    arch = config["nnunet"]["architecture"]
+    with torch.device("meta"):  # structure only: no memory, no initialisation
+        theirs = get_network_from_plans(
+            arch["network_class_name"],
+            arch["arch_kwargs"],
+            arch["_kw_requires_import"],
+            1,
+            dm.num_classes,
+            allow_init=False,
+            deep_supervision=True,
+        )
+        rebuilt = module.card.build_network()  # what a checkpoint's card rebuilds
+    assert count_parameters(module.net) == count_parameters(theirs) == count_parameters(rebuilt)
+    assert module.card.roi_size == tuple(config["patch_size"])
+    assert module.hparams.arch_kwargs["strides"] == config["architecture"]["strides"]
+
+    patch = config["patch_size"]
+    label = torch.randint(0, dm.num_classes, (1, 1, *patch), dtype=torch.uint8)
+    half = [p // s for p, s in zip(patch, config["architecture"]["strides"][1])]  # the second output's grid
+    ref = torch.nn.functional.interpolate(label.float(), half, mode="nearest-exact")  # DownsampleSegForDSTransform
+    assert torch.equal(downsample_label(label, half), ref.to(torch.uint8))
+    module._trainer = None  # a training step without a trainer (logging only warns)
+    seen = []
+    module.loss.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape[2:])))
+    loss = module.training_step({"image": torch.randn(1, 1, *patch), "label": label}, 0)
+    assert torch.isfinite(loss) and loss.requires_grad
+    # deep supervision: every output but the lowest (weight 0) scored at its own resolution
+    assert seen[0] == tuple(patch) and seen[1] == tuple(half)
+    assert len(seen) == config["architecture"]["n_stages"] - 2

@@ -563,8 +563,10 @@ def plan(
     cache_dir: Path | None = None,
     workers: int | None = None,
 ) -> int:
-    """Fingerprint a dataset and make a protocol's plan (target spacing, intensity statistics, normalisation mask),
-    as nnU-Net plans it; written beside the preprocessing cache, where fit and reproduce read it.
+    """Fingerprint a dataset and make a protocol's plan (target spacing, intensity statistics, normalisation mask;
+    for nnunet-v2 the whole 3d_fullres configuration: patch, batch size, stages, kernels, strides, features), as
+    nnU-Net plans it; written beside the preprocessing cache, where fit and reproduce read it (and build the
+    network from it).
 
     Args:
         data: dataset folder (holding dataset.json).
@@ -600,6 +602,14 @@ def plan(
             f"  channel {c} foreground intensities: 0.5 % {low:.2f}, 99.5 % {high:.2f}, mean {mean:.2f}, std {std:.2f}"
         )
     print(f"  z-score inside the non-zero mask: {recipe.zscore_nonzero_mask}")
+    config = dm.plan_configuration
+    if config is not None:  # nnU-Net v2's 3d_fullres configuration (x, y, z order)
+        arch = config["architecture"]
+        print(f"  3d_fullres patch (x, y, z): {tuple(config['patch_size'])}, batch size {config['batch_size']}")
+        print(f"  network: {arch['n_stages']} stages, features {arch['features_per_stage']}")
+        print(f"  kernels: {arch['kernel_sizes']}")
+        print(f"  strides: {arch['strides']}")
+        print(f"  batch Dice: {config['batch_dice']}; normalisation: {config['normalization_schemes']}")
     return 0
 
 

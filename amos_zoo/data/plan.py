@@ -218,6 +218,9 @@ class Plan:
     cases: list[str]
     dataset_hash: str
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: nnU-Net v2's 3d_fullres configuration (:func:`plan_3d_fullres`: spacing, patch, batch, network topology), made
+    #: for ``nnunet-v2`` fingerprints when the number of classes is known; None otherwise
+    configuration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (plan.json)."""
@@ -240,18 +243,35 @@ def make_plan(
     out: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    num_classes: int | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> Plan:
     """Fingerprint ``cases`` and derive the plan; written atomically to ``out`` (``plan.json``) when given, and
-    read back from there instead of recomputed when it was made from the same files with the same method."""
+    read back from there instead of recomputed when it was made from the same files with the same method.
+
+    With ``num_classes`` (background included) an ``nnunet-v2`` plan also holds nnU-Net's whole 3d_fullres
+    configuration (:func:`plan_3d_fullres`; ``channel_names`` as nnU-Net's dataset.json names the channels)."""
     from amos_zoo.io import write_json
 
     digest = _cases_hash(cases)
+    wants_configuration = method == "nnunet-v2" and num_classes is not None
     if out is not None and Path(out).is_file():
         existing = load_plan(out)
-        if existing.dataset_hash == digest and existing.method == method and existing.protocol == protocol:
+        same = existing.dataset_hash == digest and existing.method == method and existing.protocol == protocol
+        if same and (existing.configuration is not None or not wants_configuration):
             return existing
     fp = dataset_fingerprint(cases, method, workers, progress)
     stats = [(s["percentile_00_5"], s["percentile_99_5"], s["mean"], s["std"]) for s in fp.intensity]
+    configuration = None
+    if wants_configuration:
+        configuration = plan_3d_fullres(
+            fp.spacings,
+            fp.shapes_after_crop,
+            len(fp.intensity),
+            num_classes,
+            channel_names=channel_names,
+            median_relative_size_after_crop=fp.median_relative_size_after_crop,
+        )
     plan = Plan(
         protocol=protocol,
         method=method,
@@ -266,6 +286,7 @@ def make_plan(
             "median_relative_size_after_crop": fp.median_relative_size_after_crop,
             "intensity_per_channel": fp.intensity,
         },
+        configuration=configuration,
     )
     if out is not None:
         write_json(out, plan.to_dict())

@@ -244,7 +244,7 @@ register_model(
         "nnU-Net v2's PlainConvUNet (dynamic_network_architectures), topology from the dataset's plan",
         "Isensee et al. 2021 (nnU-Net) / nnunetv2 2.8.1 get_network_from_plans: InstanceNorm (affine), conv bias; "
         "the default is the plan of an AMOS-like fingerprint (amos-zoo plan makes a dataset's own)",
-        divisor=16,
+        divisor=8,  # the default plan pools x and y 5 times (32), z 3 times (8)
         params=30_714_768,
         is_encoder_key=_prefixes("encoder."),
     )
