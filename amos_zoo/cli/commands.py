@@ -468,7 +468,7 @@ def convert(
 
 def reproduce(
     task: Literal["amos-ct", "amos-ctmr"],
-    model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet"],
+    model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet", "nnunet"],
     data: Path | None = None,
     protocol: str | None = None,
     out: Path = Path("runs"),
