@@ -10,6 +10,7 @@ weights are moved onto those axes (:func:`~amos_zoo.models.nnunet.weights_to_xyz
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from amos_zoo.weights.formats._common import RawWeights, is_state_dict, strip_prefix
@@ -95,6 +96,13 @@ def card_from_plans(
     from amos_zoo.data.plan import to_xyz
     from amos_zoo.data.recipes import Recipe
 
+    reader = plans.get("image_reader_writer", "NibabelIOWithReorient")
+    if reader != "NibabelIOWithReorient":
+        warnings.warn(
+            f"nnU-Net plans: images were read with {reader}, which keeps each file's voxel order; amos-zoo reorients "
+            "to RAS as NibabelIOWithReorient (nnU-Net's AMOS conversions) does: the same only for RAS-stored scans",
+            stacklevel=2,
+        )
     config = _configuration(plans, configuration)
     network_class = config["architecture"]["network_class_name"]
     if network_class.rsplit(".", 1)[-1] != "PlainConvUNet":
@@ -141,6 +149,7 @@ def card_from_plans(
         sw_overlap=0.5,
         sw_mode="gaussian",
         protocol="nnunet-v2",
-        tta=bool(mirroring_axes),
+        # nnU-Net mirrors over the axes its trainer allowed; amos-zoo's predictor mirrors over all three
+        tta=mirroring_axes is not None and sorted(int(a) for a in mirroring_axes) == [0, 1, 2],
         interpolation="linear",
     )
