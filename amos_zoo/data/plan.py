@@ -507,12 +507,12 @@ def plan_3d_fullres(
         patch_voxels = np.prod(lowres["patch_size"], dtype=np.int64)
     if np.prod(median_t, dtype=np.float64) / median_voxels < 2:
         lowres = None
-    fullres["batch_dice"] = lowres is not None
+    fullres["batch_dice"] = bool(lowres is not None)
     fullres["transpose_forward"] = transpose
     schemes = [normalization_scheme(c) for c in (channel_names or ["CT"] * in_channels)]
     fullres["normalization_schemes"] = schemes
     fullres["use_mask_for_norm"] = [
-        median_relative_size_after_crop < 3 / 4 and s == "ZScoreNormalization" for s in schemes
+        bool(median_relative_size_after_crop < 3 / 4 and s == "ZScoreNormalization") for s in schemes
     ]
     return to_xyz(fullres)
 
