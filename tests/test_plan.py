@@ -197,8 +197,16 @@ NNUNET_V2_PLANNER = textwrap.dedent(
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
+    import torch
+    from nnunetv2.experiment_planning.experiment_planners import default_experiment_planner as planner_module
+
+    def on_meta_device(*args, **kwargs):  # the VRAM estimate is arithmetic on shapes: no weights needed (faster)
+        with torch.device("meta"):
+            return build(*args, **kwargs)
+
     if __name__ == '__main__':
         ExperimentPlanner.determine_reader_writer = lambda self: SimpleITKIO  # no image files: synthetic fingerprints
+        build, planner_module.get_network_from_plans = planner_module.get_network_from_plans, on_meta_device
         raw, pre = os.environ["nnUNet_raw"], os.environ["nnUNet_preprocessed"]
         tasks, out = json.load(open(sys.argv[1])), {}
         for i, task in enumerate(tasks):
