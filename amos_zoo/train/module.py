@@ -182,7 +182,7 @@ class SegmentationModule(pl.LightningModule):
             self.hparams.preprocessing = datamodule.recipe.to_dict()
             configuration = getattr(datamodule, "plan_configuration", None)
             planned = getattr(datamodule.recipe, "patch_rule", "fixed") == "planned"
-            if self.hparams.arch in ("nnunet", "dynunet") and planned and configuration is not None:
+            if planned and configuration is not None:
                 self._build_planned_network(configuration)
         if stage == "fit" and self.hparams.pretrained and self.pretrained_report is None:
             self.load_pretrained()
@@ -191,9 +191,24 @@ class SegmentationModule(pl.LightningModule):
         """nnU-Net's network (or DynUNet) as the dataset's plan configures it (stages, kernels, strides, features;
         the patch is the sliding window), built before the optimiser and kept in the hyperparameters, so that
         checkpoints (and their cards) rebuild it."""
+        from amos_zoo.models.registry import MODEL_REGISTRY, check_patch_size
+
         hp = self.hparams
         current = dict(hp.arch_kwargs or {})
         arch = configuration["architecture"]
+        if hp.arch not in ("nnunet", "dynunet"):  # another network on the planned patch: it must accept it
+            patch = tuple(configuration["patch_size"])
+            spec = MODEL_REGISTRY[hp.arch]
+            overrides = {spec.fixed_size_arg: patch, **current} if spec.fixed_size_arg else current
+            try:
+                check_patch_size(hp.arch, patch, overrides)
+            except ValueError as err:
+                raise ValueError(f"{err}: the dataset's plan chose this patch; give --data.patch_size") from err
+            if list(hp.roi_size) != list(configuration["patch_size"]):
+                hp.roi_size = tuple(configuration["patch_size"])
+                if MODEL_REGISTRY[hp.arch].fixed_size_arg:  # UNETR: its input size is the patch
+                    self.net = self.card.build_network()
+            return
         if hp.arch == "nnunet":
             planned = {**arch, "deep_supervision": bool(current.get("deep_supervision", False))}
         else:  # MONAI's DynUNet with the planned topology (its other arguments kept)
