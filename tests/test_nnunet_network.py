@@ -263,6 +263,9 @@ def test_predict_command_takes_an_nnunet_results_folder(tiny, tmp_path):
 
     args = ["--input", str(tmp_path / "case_0001.nii.gz"), "--device", "cpu", "--no_tta"]
     assert main(["predict", "--weights", str(folder), "--out", str(out), *args]) == 0
+    one = tmp_path / "pred_fold1"  # one fold of the folder, as nnUNetv2_predict -f 1
+    assert main(["predict", "--weights", str(folder), "--out", str(one), "--folds", "[1]", *args]) == 0
+    assert nib.load(str(one / "case_0001.nii.gz")).shape == image.shape
     seg = nib.load(str(out / "case_0001.nii.gz"))
     assert seg.shape == image.shape and np.allclose(seg.affine, affine)
     values = set(np.unique(np.asarray(seg.dataobj)).tolist())

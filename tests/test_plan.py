@@ -418,7 +418,9 @@ def test_masked_zscore_equals_nnunet_v2():
     assert abs(float(ours[crop][seg_c[0] >= 0].mean())) < 1e-5  # inside: mean 0
 
 
-def test_fit_trains_on_the_planned_patch_with_the_network_built_from_the_plan(synth_root, tmp_path, monkeypatch):
+def test_fit_trains_on_the_planned_patch_with_the_network_built_from_the_plan(
+    synth_root, tmp_path, monkeypatch, capsys
+):
     """The data module plans nnU-Net's 3d_fullres configuration (as amos-zoo plan does) and takes its patch; the
     module builds nnU-Net's network from it (the same network nnunetv2 builds from that plan), stores it in its
     hyperparameters and card, and trains with nnU-Net's deep-supervision loss (label downsampled per output)."""
@@ -448,6 +450,14 @@ def test_fit_trains_on_the_planned_patch_with_the_network_built_from_the_plan(sy
         channel_names=["CT"],
         median_relative_size_after_crop=fp["median_relative_size_after_crop"],
     )
+
+    from amos_zoo.cli.main import main
+
+    args = ["plan", "--data", str(synth_root), "--protocol", "nnunet-v2", "--task", "amos-ct", "--cache_dir"]
+    assert main([*args, str(tmp_path)]) == 0  # reads the same plan back and prints its configuration
+    printed = capsys.readouterr().out
+    assert f"3d_fullres patch (x, y, z): {tuple(config['patch_size'])}, batch size {config['batch_size']}" in printed
+    assert f"strides: {config['architecture']['strides']}" in printed
 
     module = SegmentationModule(arch="nnunet", num_classes=dm.num_classes, arch_kwargs={"deep_supervision": True})
     module._trainer = SimpleNamespace(datamodule=dm, strategy=SimpleNamespace(root_device=torch.device("cpu")))

@@ -308,13 +308,15 @@ def predict(
     save_probabilities: bool = False,
     trust: bool = False,
     sha256: str | None = None,
+    folds: list[int] | None = None,
 ) -> int:
     """Segment scans: one label NIfTI per input with exactly the input's shape and affine, plus a JSON label map.
 
     Finished cases are skipped on rerun; a bad input is reported and the others go on (exit status 1 if any failed).
 
     Args:
-        weights: an amos-zoo checkpoint (.ckpt), a weights registry name, a URL or a MONAI bundle.
+        weights: an amos-zoo checkpoint (.ckpt), a weights registry name, a URL, a MONAI bundle, an nnU-Net v2
+            checkpoint_final.pth or an nnU-Net results folder (its folds' logits averaged, as nnU-Net's ensemble).
         input: a NIfTI file, a folder of them, a DICOM series folder (or a folder of them), or a dataset.json.
         out: output folder.
         split: dataset.json split to predict.
@@ -330,6 +332,8 @@ def predict(
         save_probabilities: also write <case>_probabilities.npz.
         trust: load unverified or full-unpickling weights (only files you trust).
         sha256: expected SHA-256 of the weights file (verified before use).
+        folds: with an nnU-Net results folder, the folds to ensemble (default: every fold_X with a
+            checkpoint_final.pth).
 
     Example:
         amos-zoo predict --weights runs/amos-ct/btcv/swin_unetr/checkpoints/best.ckpt --input scans/ --out preds/
@@ -349,6 +353,7 @@ def predict(
         sw_batch_size=sw_batch_size,
         precision=precision,
         interpolation=interpolation,
+        **({"folds": folds} if folds else {}),
     )
     jobs = collect_inputs(input, split=split, modality=modality)
     report = predict_many(predictor, jobs, out, save_probabilities=save_probabilities)

@@ -74,9 +74,12 @@ def load_predictor(
     from amos_zoo.infer.nnunet_results import is_results_folder, load_results_folder
     from amos_zoo.weights.loading import load_model
 
+    folds = kwargs.pop("folds", None)
     if is_results_folder(source):  # nnU-Net v2's trained model folder: its folds' ensemble
-        net, card = load_results_folder(source, trust=trust)
+        net, card = load_results_folder(source, folds=folds, trust=trust)
         return Predictor.from_card(net, card, device=device, **kwargs)
+    if folds is not None:
+        raise ValueError(f"{source}: folds are chosen from an nnU-Net results folder (plans.json, fold_X/)")
     net, card, _ = load_model(source, trust=trust, sha256=sha256)
     return Predictor.from_card(net, card, device=device, **kwargs)
 
