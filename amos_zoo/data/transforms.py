@@ -583,9 +583,10 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
     if nnunet_aug:
         # nnU-Net's augmentation works on its larger initial patch and cuts it back to the patch (centre crop), so
         # that rotations and zooms do not bring empty corners into the patch
-        augmentation = NnUNetAugmentationd(
-            recipe.augmentation, recipe.patch_size, recipe.spacing, use_mask_for_norm=recipe.zscore_nonzero_mask
-        )
+        # nnU-Net masks the image after augmentation where its plan normalised inside the non-zero mask: only a
+        # z-scored channel (a CT-normalised one never uses the mask)
+        use_mask = recipe.zscore_nonzero_mask and recipe.ct_normalization == "zscore"
+        augmentation = NnUNetAugmentationd(recipe.augmentation, recipe.patch_size, recipe.spacing, use_mask)
         crop_size = augmentation.initial_patch_size_xyz
     # posneg sampling reads only fg / bg indices: no class locations in its entries, which MONAI's crop would
     # otherwise deep-copy into every sample (a third of a batch's time, measured in benchmarks/bench_data.py)
