@@ -184,7 +184,7 @@ def test_task_options_plan_or_fix_the_spacing_as_the_protocol_does():
 COVERING = [
     ("Task01_BrainTumour", "nnunet-v2", "unetr"),
     ("Task02_Heart", "btcv", "swin_unetr"),
-    ("Task03_Liver", "nnunet-v2", "dynunet"),
+    ("Task03_Liver", "nnunet-v2", "nnunet"),
     ("Task04_Hippocampus", "btcv", "vnet"),
     ("Task05_Prostate", "nnunet-v2", "unet"),
     ("Task06_Lung", "btcv", "unet"),
@@ -254,8 +254,8 @@ def test_the_decathlon_table(tmp_path):
 
     rows = [
         row("Task09_Spleen", "btcv", "unet", 0.9),
-        row("Task01_BrainTumour", "nnunet-v2", "dynunet", 0.7),
-        row("Task03_Liver", "nnunet-v2", "dynunet", 0.75),
+        row("Task01_BrainTumour", "nnunet-v2", "nnunet", 0.7),
+        row("Task03_Liver", "nnunet-v2", "nnunet", 0.75),
     ]
     published = load_published()
     spleen = [p for p in published if p["task"] == "Task09_Spleen"]
@@ -273,7 +273,7 @@ def test_the_decathlon_table(tmp_path):
 
     # nnU-Net's own LiTS cross-validation under nnunet-v2: like for like, no label; its v1 cross-validation: another
     # protocol; its challenge test-set scores: another protocol and split; the spleen bundle's hold-out: likewise
-    assert cells("nnunet-v2 / dynunet")[:3] == [
+    assert cells("nnunet-v2 / nnunet")[:3] == [
         "0.7000 vs 0.6133 [1] (different protocol and split)",
         "",
         "0.7500 vs 0.8009 [2] vs 0.8450 [3] (different protocol and split) vs 0.7915 [4] (different protocol)",
@@ -289,7 +289,7 @@ def test_the_decathlon_table(tmp_path):
         folder.mkdir(parents=True)
         (folder / "row.json").write_text(json.dumps(r))
     written = write_table(tmp_path)
-    assert written == (tmp_path / "table.md").read_text() and "| nnunet-v2 / dynunet | 0.7000 vs 0.6133 [1]" in written
+    assert written == (tmp_path / "table.md").read_text() and "| nnunet-v2 / nnunet | 0.7000 vs 0.6133 [1]" in written
     assert (tmp_path / "decathlon.png").stat().st_size > 0 and not (tmp_path / "table.csv").exists()
     csv_lines = (tmp_path / "decathlon.csv").read_text().splitlines()
     assert csv_lines[0].startswith("task,model,dice") and len(csv_lines) == 1 + len(lines)

@@ -25,7 +25,7 @@ COVERING = [
 def test_the_covering_set_covers():
     from amos_zoo.experiments.reproduce import SMOKE_SETTINGS
 
-    runs = COVERING + [("amos-ctmr", "nnunet-v2", "dynunet")]
+    runs = COVERING + [("amos-ctmr", "nnunet-v2", "nnunet")]
     assert {m for _, _, m in runs} == set(SMOKE_SETTINGS)
     assert {p for _, p, _ in runs} == {"amos-paper", "btcv", "nnunet-v2"}
     assert {t for t, _, _ in runs} == {"amos-ct", "amos-ctmr", "amos-mr"}
@@ -66,9 +66,9 @@ def test_reproduce_smoke_official_split(task, protocol, model, tmp_path):
 @pytest.mark.slow
 def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_path):
     runs = tmp_path / "runs"
-    args = ["reproduce", "--task", "amos-ctmr", "--protocol", "nnunet-v2", "--model", "dynunet", "--smoke"]
+    args = ["reproduce", "--task", "amos-ctmr", "--protocol", "nnunet-v2", "--model", "nnunet", "--smoke"]
     assert main([*args, "--out", str(runs)]) == 0
-    run_dir = runs / "amos-ctmr" / "nnunet-v2" / "dynunet"
+    run_dir = runs / "amos-ctmr" / "nnunet-v2" / "nnunet"
     folds = [json.loads((run_dir / f"fold_{k}" / "row.json").read_text()) for k in (0, 1)]
     row = json.loads((run_dir / "row.json").read_text())
     assert [f["fold"] for f in folds] == [0, 1] and row["folds"] == [0, 1]
@@ -89,18 +89,18 @@ def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_
 
     assert main(["table", str(runs)]) == 0
     markdown = (runs / "table.md").read_text()
-    assert "| amos-ctmr | nnunet-v2 | dynunet (smoke) | cross-validation |" in markdown
+    assert "| amos-ctmr | nnunet-v2 | nnunet (smoke) | cross-validation |" in markdown
     assert (runs / "table.png").stat().st_size > 0 and (runs / "table.csv").read_text().startswith("task,model")
 
 
 def test_table_compares_only_same_protocol_and_split(tmp_path):
     entries = load_published()
-    nnunet = [e for e in entries if e["model"] == "dynunet" and e["task"] == "amos-ctmr"][0]
+    nnunet = [e for e in entries if e["model"] == "nnunet" and e["task"] == "amos-ctmr"][0]
     assert (
         nnunet["value"] == 0.8864 and nnunet["protocol"] == "nnunet-v2" and nnunet["split_kind"] == "cross-validation"
     )
 
-    def row(protocol, split_kind, model="dynunet", dice=0.85):
+    def row(protocol, split_kind, model="nnunet", dice=0.85):
         return {
             "task": "amos-ctmr",
             "model": model,

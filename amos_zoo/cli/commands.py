@@ -308,13 +308,15 @@ def predict(
     save_probabilities: bool = False,
     trust: bool = False,
     sha256: str | None = None,
+    folds: list[int] | None = None,
 ) -> int:
     """Segment scans: one label NIfTI per input with exactly the input's shape and affine, plus a JSON label map.
 
     Finished cases are skipped on rerun; a bad input is reported and the others go on (exit status 1 if any failed).
 
     Args:
-        weights: an amos-zoo checkpoint (.ckpt), a weights registry name, a URL or a MONAI bundle.
+        weights: an amos-zoo checkpoint (.ckpt), a weights registry name, a URL, a MONAI bundle, an nnU-Net v2
+            checkpoint_final.pth or an nnU-Net results folder (its folds' logits averaged, as nnU-Net's ensemble).
         input: a NIfTI file, a folder of them, a DICOM series folder (or a folder of them), or a dataset.json.
         out: output folder.
         split: dataset.json split to predict.
@@ -330,6 +332,8 @@ def predict(
         save_probabilities: also write <case>_probabilities.npz.
         trust: load unverified or full-unpickling weights (only files you trust).
         sha256: expected SHA-256 of the weights file (verified before use).
+        folds: with an nnU-Net results folder, the folds to ensemble (default: every fold_X with a
+            checkpoint_final.pth).
 
     Example:
         amos-zoo predict --weights runs/amos-ct/btcv/swin_unetr/checkpoints/best.ckpt --input scans/ --out preds/
@@ -349,6 +353,7 @@ def predict(
         sw_batch_size=sw_batch_size,
         precision=precision,
         interpolation=interpolation,
+        **({"folds": folds} if folds else {}),
     )
     jobs = collect_inputs(input, split=split, modality=modality)
     report = predict_many(predictor, jobs, out, save_probabilities=save_probabilities)
@@ -486,7 +491,7 @@ ReproduceTask = Literal[
 
 def reproduce(
     task: ReproduceTask,
-    model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet"],
+    model: Literal["unet", "unetr", "swin_unetr", "vnet", "dynunet", "nnunet"],
     data: Path | None = None,
     protocol: str | None = None,
     out: Path = Path("runs"),
@@ -591,8 +596,10 @@ def plan(
     cache_dir: Path | None = None,
     workers: int | None = None,
 ) -> int:
-    """Fingerprint a dataset and make a protocol's plan (target spacing, intensity statistics, normalisation mask),
-    as nnU-Net plans it; written beside the preprocessing cache, where fit and reproduce read it.
+    """Fingerprint a dataset and make a protocol's plan (target spacing, intensity statistics, normalisation mask;
+    for nnunet-v2 the whole 3d_fullres configuration: patch, batch size, stages, kernels, strides, features), as
+    nnU-Net plans it; written beside the preprocessing cache, where fit and reproduce read it (and build the
+    network from it).
 
     Args:
         data: dataset folder (holding dataset.json).
@@ -628,6 +635,14 @@ def plan(
             f"  channel {c} foreground intensities: 0.5 % {low:.2f}, 99.5 % {high:.2f}, mean {mean:.2f}, std {std:.2f}"
         )
     print(f"  z-score inside the non-zero mask: {recipe.zscore_nonzero_mask}")
+    config = dm.plan_configuration
+    if config is not None:  # nnU-Net v2's 3d_fullres configuration (x, y, z order)
+        arch = config["architecture"]
+        print(f"  3d_fullres patch (x, y, z): {tuple(config['patch_size'])}, batch size {config['batch_size']}")
+        print(f"  network: {arch['n_stages']} stages, features {arch['features_per_stage']}")
+        print(f"  kernels: {arch['kernel_sizes']}")
+        print(f"  strides: {arch['strides']}")
+        print(f"  batch Dice: {config['batch_dice']}; normalisation: {config['normalization_schemes']}")
     return 0
 
 

@@ -169,6 +169,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             spacing_rule="fixed" if spacing is not None else None,  # a spacing given here wins over a plan's
             patch_size=patch_size,
             num_samples=num_samples,
+            # a patch or spacing given here wins over a planned patch (which belongs to the planned spacing)
+            patch_rule="fixed" if patch_size is not None or spacing is not None else None,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -176,6 +178,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".amos_zoo_cache" / self.recipe.name
         self._index: DatasetIndex | None = None
         self.train_ds = self.val_ds = None
+        self.plan_configuration: dict | None = None  # nnU-Net v2 3d_fullres configuration, once planned
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 (SA-Med2D slices) or 3 (volumes); got {spatial_dims}")
         self.spatial_dims = spatial_dims
@@ -343,9 +346,36 @@ class SegmentationDataModule(pl.LightningDataModule):
         else:
             workers = max(1, min(self.num_workers or 1, os.cpu_count() or 1))
             plan = make_plan(
-                self.plan_cases(), self.recipe.name, self.recipe.fingerprint, self.plan_path, workers, progress
+                self.plan_cases(),
+                self.recipe.name,
+                self.recipe.fingerprint,
+                self.plan_path,
+                workers,
+                progress,
+                **self._configuration_args(),
             )
+        if self.recipe.patch_rule == "planned" and plan.configuration is None:  # a plan made before configurations
+            workers = max(1, min(self.num_workers or 1, os.cpu_count() or 1))
+            self.plan_path.unlink()
+            plan = make_plan(
+                self.plan_cases(),
+                self.recipe.name,
+                self.recipe.fingerprint,
+                self.plan_path,
+                workers,
+                progress,
+                **self._configuration_args(),
+            )
+        self.plan_configuration = plan.configuration
         self.recipe = self.recipe.with_plan(plan)
+
+    def _configuration_args(self) -> dict:
+        """What nnU-Net's 3d_fullres configuration needs beyond the fingerprint: the classes and how nnU-Net's
+        AMOS conversions name the channel (``CT``: CT normalisation; otherwise per-case z-score)."""
+        if self.recipe.fingerprint != "nnunet-v2":
+            return {}
+        name = "CT" if self.recipe.ct_normalization == "nnunet" else "either_CT_or_MR"
+        return {"num_classes": self.num_classes, "channel_names": [name] * self.index.num_channels}
 
     def _dataset(self, data: list[dict], chain: list, stage: str) -> Dataset:
         """A cached dataset. PersistentDataset stores everything before the first random transform, which

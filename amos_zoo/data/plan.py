@@ -39,6 +39,10 @@ __all__ = [
     "target_spacing",
     "make_plan",
     "load_plan",
+    "plan_3d_fullres",
+    "pool_and_conv_props",
+    "normalization_scheme",
+    "to_xyz",
 ]
 
 FINGERPRINT_METHODS = ("nnunet-v2", "nnunet-v1")
@@ -214,6 +218,9 @@ class Plan:
     cases: list[str]
     dataset_hash: str
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: nnU-Net v2's 3d_fullres configuration (:func:`plan_3d_fullres`: spacing, patch, batch, network topology), made
+    #: for ``nnunet-v2`` fingerprints when the number of classes is known; None otherwise
+    configuration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (plan.json)."""
@@ -236,18 +243,35 @@ def make_plan(
     out: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    num_classes: int | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> Plan:
     """Fingerprint ``cases`` and derive the plan; written atomically to ``out`` (``plan.json``) when given, and
-    read back from there instead of recomputed when it was made from the same files with the same method."""
+    read back from there instead of recomputed when it was made from the same files with the same method.
+
+    With ``num_classes`` (background included) an ``nnunet-v2`` plan also holds nnU-Net's whole 3d_fullres
+    configuration (:func:`plan_3d_fullres`; ``channel_names`` as nnU-Net's dataset.json names the channels)."""
     from amos_zoo.io import write_json
 
     digest = _cases_hash(cases)
+    wants_configuration = method == "nnunet-v2" and num_classes is not None
     if out is not None and Path(out).is_file():
         existing = load_plan(out)
-        if existing.dataset_hash == digest and existing.method == method and existing.protocol == protocol:
+        same = existing.dataset_hash == digest and existing.method == method and existing.protocol == protocol
+        if same and (existing.configuration is not None or not wants_configuration):
             return existing
     fp = dataset_fingerprint(cases, method, workers, progress)
     stats = [(s["percentile_00_5"], s["percentile_99_5"], s["mean"], s["std"]) for s in fp.intensity]
+    configuration = None
+    if wants_configuration:
+        configuration = plan_3d_fullres(
+            fp.spacings,
+            fp.shapes_after_crop,
+            len(fp.intensity),
+            num_classes,
+            channel_names=channel_names,
+            median_relative_size_after_crop=fp.median_relative_size_after_crop,
+        )
     plan = Plan(
         protocol=protocol,
         method=method,
@@ -262,6 +286,7 @@ def make_plan(
             "median_relative_size_after_crop": fp.median_relative_size_after_crop,
             "intensity_per_channel": fp.intensity,
         },
+        configuration=configuration,
     )
     if out is not None:
         write_json(out, plan.to_dict())
@@ -274,3 +299,246 @@ def load_plan(path: str | Path) -> Plan:
     data["spacing"] = tuple(data["spacing"])
     data["intensity_stats"] = [tuple(s) for s in data["intensity_stats"]]
     return Plan(**data)
+
+
+# ---- the 3d_fullres configuration: nnU-Net v2's ExperimentPlanner ------------------------------------------------
+#: nnU-Net v2's ExperimentPlanner constants (default_experiment_planner.py __init__)
+UNET_BASE_FEATURES = 32
+UNET_MAX_FEATURES_3D = 320
+UNET_REFERENCE_VAL_3D = 560_000_000
+UNET_REFERENCE_GB = 8
+UNET_REFERENCE_BATCH_3D = 2
+UNET_MIN_EDGE = 4
+UNET_MIN_BATCH = 2
+MAX_DATASET_COVERED = 0.05
+LOWRES_CREATION_THRESHOLD = 0.25
+
+
+def _pad_shape(shape: Sequence[int], divisible_by: Sequence[int]) -> list[int]:
+    """network_topology.pad_shape: the next multiple of ``divisible_by`` (a shape already divisible stays)."""
+    return [int(s + d - s % d - (d if s % d == 0 else 0)) for s, d in zip(shape, divisible_by)]
+
+
+def pool_and_conv_props(
+    spacing: Sequence[float], patch_size: Sequence[int], min_edge: int = UNET_MIN_EDGE, max_pool: int = 999999
+) -> tuple[list[int], list[list[int]], list[list[int]], list[int], list[int]]:
+    """nnU-Net v2's ``get_pool_and_conv_props``: pools per axis, pool kernels (strides), conv kernels, the patch
+    padded to a multiple of the pooling, and that multiple. Axes in the order of ``spacing``."""
+    dim = len(spacing)
+    current_spacing, current_size = [float(s) for s in spacing], [float(s) for s in patch_size]
+    pools: list[list[int]] = [[1] * dim]
+    kernels: list[list[int]] = []
+    num_pool, kernel = [0] * dim, [1] * dim
+    while True:
+        valid = [i for i in range(dim) if current_size[i] >= 2 * min_edge]
+        if not valid:
+            break
+        finest = min(current_spacing[i] for i in valid)
+        valid = [i for i in valid if current_spacing[i] / finest < 2 and num_pool[i] < max_pool]
+        if len(valid) == 1 and current_size[valid[0]] < 3 * min_edge:
+            break
+        if not valid:
+            break
+        for d in range(dim):
+            if kernel[d] != 3 and current_spacing[d] / min(current_spacing) < 2:
+                kernel[d] = 3
+        stride = [1] * dim
+        for v in valid:
+            stride[v] = 2
+            num_pool[v] += 1
+            current_spacing[v] *= 2
+            current_size[v] = float(np.ceil(current_size[v] / 2))
+        pools.append(stride)
+        kernels.append(list(kernel))
+    divisible = [2**n for n in num_pool]
+    kernels.append([3] * dim)
+    return num_pool, pools, kernels, _pad_shape(patch_size, divisible), divisible
+
+
+def _feature_map_size(patch: Sequence[int], arch: dict[str, Any], in_channels: int, num_classes: int) -> int:
+    """dynamic_network_architectures' ``compute_conv_feature_map_size`` of the planned PlainConvUNet (nnU-Net's
+    VRAM estimate: get_network_from_plans leaves deep supervision off), built on the meta device."""
+    import torch
+
+    from amos_zoo.models.nnunet import plain_conv_unet
+
+    with torch.device("meta"):
+        net = plain_conv_unet(arch, in_channels, num_classes, deep_supervision=False, initialize=False)
+    return int(net.compute_conv_feature_map_size(tuple(int(p) for p in patch)))
+
+
+def _configuration(
+    spacing: np.ndarray,
+    median_shape: Sequence[float],
+    n_voxels_dataset: float,
+    in_channels: int,
+    num_classes: int,
+    vram_gb: float,
+    cache: dict,
+) -> dict[str, Any]:
+    """ExperimentPlanner.get_plans_for_configuration (3D, PlainConvUNet): patch, batch and topology (nnU-Net's
+    transposed axis order)."""
+
+    def arch_for(n_stages: int, kernels: list, strides: list) -> dict[str, Any]:
+        return {
+            "n_stages": n_stages,
+            "features_per_stage": [min(UNET_MAX_FEATURES_3D, UNET_BASE_FEATURES * 2**i) for i in range(n_stages)],
+            "kernel_sizes": [list(k) for k in kernels],
+            "strides": [list(s) for s in strides],
+            "n_conv_per_stage": [2] * n_stages,
+            "n_conv_per_stage_decoder": [2] * (n_stages - 1),
+            "conv_bias": True,
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "nonlin_kwargs": {"inplace": True},
+        }
+
+    def estimate(patch: list[int], arch: dict[str, Any]) -> int:
+        key = f"{patch}_{arch['strides']}"
+        if key not in cache:
+            cache[key] = _feature_map_size(patch, arch, in_channels, num_classes)
+        return cache[key]
+
+    tmp = 1 / np.array(spacing)
+    initial = [round(i) for i in tmp * (256**3 / np.prod(tmp)) ** (1 / 3)]
+    initial = np.array([min(i, j) for i, j in zip(initial, median_shape[:3])])
+    _, strides, kernels, patch, divisible = pool_and_conv_props(spacing, initial)
+    arch = arch_for(len(strides), kernels, strides)
+    current = estimate(patch, arch)
+    reference = UNET_REFERENCE_VAL_3D * (vram_gb / UNET_REFERENCE_GB)
+    while current / UNET_REFERENCE_BATCH_3D * 2 > reference:
+        axis = int(np.argsort([i / j for i, j in zip(patch, median_shape[:3])])[-1])
+        trial = list(patch)
+        trial[axis] -= divisible[axis]
+        _, _, _, _, divisible = pool_and_conv_props(spacing, trial)
+        patch = list(patch)
+        patch[axis] -= divisible[axis]
+        _, strides, kernels, patch, divisible = pool_and_conv_props(spacing, patch)
+        arch = arch_for(len(strides), kernels, strides)
+        current = estimate(patch, arch)
+    batch = round((reference / current) * UNET_REFERENCE_BATCH_3D)
+    cap = round(n_voxels_dataset * MAX_DATASET_COVERED / np.prod(patch, dtype=np.float64))
+    batch = max(min(batch, cap), UNET_MIN_BATCH)
+    from amos_zoo.models.nnunet import nnunet_architecture
+
+    return {
+        "spacing": [float(s) for s in spacing],
+        "patch_size": [int(p) for p in patch],
+        "batch_size": int(batch),
+        "median_image_size_in_voxels": [float(m) for m in median_shape],
+        "architecture": nnunet_architecture(arch),
+    }
+
+
+#: nnU-Net v2's channel name -> normalisation (map_channel_name_to_normalization.py; any other name: z-score)
+_NORMALIZATION_BY_CHANNEL_NAME = {
+    "ct": "CTNormalization",
+    "nonorm": "NoNormalization",
+    "zscore": "ZScoreNormalization",
+    "rescale_to_0_1": "RescaleTo01Normalization",
+    "rgb_to_0_1": "RGBTo01Normalization",
+}
+
+
+def normalization_scheme(channel_name: str) -> str:
+    """nnU-Net v2's ``get_normalization_scheme``: the normalisation a dataset.json channel name selects. Of these,
+    only ZScoreNormalization is restricted to the non-zero mask when cropping shrank the median case below 3/4."""
+    return _NORMALIZATION_BY_CHANNEL_NAME.get(channel_name.casefold(), "ZScoreNormalization")
+
+
+def _compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> np.ndarray:
+    """nnU-Net's compute_new_shape."""
+    return np.array([int(round(i / j * k)) for i, j, k in zip(spacing, new_spacing, shape)])
+
+
+def plan_3d_fullres(
+    spacings: Sequence[Sequence[float]],
+    shapes_after_crop: Sequence[Sequence[int]],
+    in_channels: int,
+    num_classes: int,
+    num_training: int | None = None,
+    vram_gb: float = 8,
+    channel_names: Sequence[str] | None = None,
+    median_relative_size_after_crop: float = 1.0,
+) -> dict[str, Any]:
+    """nnU-Net v2's 3d_fullres configuration (``ExperimentPlanner.plan_experiment``) of a fingerprint, with the
+    ``batch_dice`` its 3d_lowres search decides. ``spacings`` / ``shapes_after_crop`` per case in (x, y, z), as
+    amos-zoo stores them; ``num_classes`` with background (nnU-Net's ``len(labels)``).
+
+    The returned dictionary is in amos-zoo's (x, y, z) order: ``spacing``, ``patch_size``, ``batch_size``,
+    ``batch_dice``, ``architecture`` (PlainConvUNet's arguments: stages, features, kernels, strides...),
+    ``normalization_schemes`` and ``use_mask_for_norm`` (from ``channel_names``, nnU-Net's dataset.json channel
+    names, and the median relative size after cropping), and ``nnunet``: the same configuration in nnU-Net's own
+    (transposed z, y, x) order with ``transpose_forward``.
+    """
+    num_training = len(spacings) if num_training is None else num_training
+    spacings_zyx = [list(s)[::-1] for s in spacings]
+    shapes_zyx = [list(s)[::-1] for s in shapes_after_crop]
+    fullres_zyx = np.array(target_spacing(spacings, shapes_after_crop)[::-1])
+    worst = int(np.argmax(fullres_zyx))
+    transpose = [worst] + [i for i in range(3) if i != worst]
+    spacing_t = fullres_zyx[transpose]
+    new_shapes = [_compute_new_shape(j, i, fullres_zyx) for i, j in zip(spacings_zyx, shapes_zyx)]
+    median_t = np.median(new_shapes, 0)[transpose]
+    n_voxels = float(np.prod(median_t, dtype=np.float64) * num_training)
+    cache: dict = {}
+    fullres = _configuration(spacing_t, median_t, n_voxels, in_channels, num_classes, vram_gb, cache)
+
+    # the 3d_lowres search only decides batch_dice here (True for 3d_fullres when a 3d_lowres stage is planned)
+    median_voxels = np.prod(median_t, dtype=np.float64)
+    patch_voxels = np.prod(fullres["patch_size"], dtype=np.float64)
+    lowres_spacing = np.array(spacing_t, dtype=float)
+    lowres = None
+    while patch_voxels / median_voxels < LOWRES_CREATION_THRESHOLD:
+        max_spacing = max(lowres_spacing)
+        if np.any((max_spacing / lowres_spacing) > 2):
+            lowres_spacing[(max_spacing / lowres_spacing) > 2] *= 1.03
+        else:
+            lowres_spacing *= 1.03
+        median_voxels = np.prod(spacing_t / lowres_spacing * median_t, dtype=np.float64)
+        lowres = _configuration(
+            lowres_spacing,
+            tuple(round(i) for i in spacing_t / lowres_spacing * median_t),
+            float(median_voxels * num_training),
+            in_channels,
+            num_classes,
+            vram_gb,
+            cache,
+        )
+        patch_voxels = np.prod(lowres["patch_size"], dtype=np.int64)
+    if np.prod(median_t, dtype=np.float64) / median_voxels < 2:
+        lowres = None
+    fullres["batch_dice"] = bool(lowres is not None)
+    fullres["transpose_forward"] = transpose
+    schemes = [normalization_scheme(c) for c in (channel_names or ["CT"] * in_channels)]
+    fullres["normalization_schemes"] = schemes
+    fullres["use_mask_for_norm"] = [
+        bool(median_relative_size_after_crop < 3 / 4 and s == "ZScoreNormalization") for s in schemes
+    ]
+    return to_xyz(fullres)
+
+
+def to_xyz(configuration: dict[str, Any]) -> dict[str, Any]:
+    """An nnU-Net configuration (axes transposed by ``transpose_forward`` from (z, y, x)) in amos-zoo's (x, y, z)
+    order, the nnU-Net original kept under ``nnunet``."""
+    transpose = list(configuration.get("transpose_forward", [0, 1, 2]))
+    # nnU-Net's axis i is (z, y, x) axis transpose[i], i.e. (x, y, z) axis 2 - transpose[i]
+    order = [transpose.index(2 - a) for a in range(3)]  # for each (x, y, z) axis, its nnU-Net axis
+
+    def xyz(values: Sequence) -> list:
+        return [values[i] for i in order]
+
+    from amos_zoo.models.nnunet import ARCH_KEYS
+
+    arch = {k: v for k, v in configuration["architecture"]["arch_kwargs"].items() if k in ARCH_KEYS}
+    arch["kernel_sizes"] = [xyz(k) for k in arch["kernel_sizes"]]
+    arch["strides"] = [xyz(s) for s in arch["strides"]]
+    return {
+        "spacing": xyz(configuration["spacing"]),
+        "patch_size": xyz(configuration["patch_size"]),
+        "batch_size": configuration["batch_size"],
+        "batch_dice": configuration.get("batch_dice"),
+        "normalization_schemes": configuration.get("normalization_schemes"),
+        "use_mask_for_norm": configuration.get("use_mask_for_norm"),
+        "architecture": arch,
+        "nnunet": configuration,
+    }

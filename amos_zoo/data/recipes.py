@@ -37,6 +37,8 @@ class Recipe:
         name: the protocol the recipe belongs to.
         spacing: target voxel spacing in mm (with ``spacing_rule="planned"``: filled from the dataset's plan).
         spacing_rule: ``fixed`` (``spacing``) or ``planned`` (nnU-Net's target spacing of the dataset's fingerprint).
+        patch_rule: ``fixed`` (``patch_size``) or ``planned`` (nnU-Net v2's 3d_fullres patch of the dataset's plan,
+            which replaces ``patch_size`` once planned).
         fingerprint: how the plan samples the dataset (``nnunet-v2`` or ``nnunet-v1``; :mod:`amos_zoo.data.plan`),
             needed by ``planned`` spacing and ``nnunet`` CT normalisation; None: no plan.
         patch_size: training patch (and sliding window) size in voxels.
@@ -68,6 +70,7 @@ class Recipe:
     spacing: tuple[float, ...] | None
     patch_size: tuple[int, ...]
     spacing_rule: str = "fixed"
+    patch_rule: str = "fixed"
     fingerprint: str | None = None
     ct_normalization: str = "window"
     ct_window: tuple[float, float] = (-175.0, 250.0)
@@ -89,6 +92,10 @@ class Recipe:
     intensity_factor: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.patch_rule not in ("fixed", "planned") or (
+            self.patch_rule == "planned" and self.fingerprint != "nnunet-v2"
+        ):
+            raise ValueError(f"recipe {self.name}: patch_rule is fixed, or planned with the nnunet-v2 fingerprint")
         if self.spacing_rule not in ("fixed", "planned"):
             raise ValueError(f"recipe {self.name}: spacing_rule must be fixed or planned, got {self.spacing_rule!r}")
         needs_plan = self.spacing_rule == "planned" or self.ct_normalization == "nnunet"
@@ -147,6 +154,8 @@ class Recipe:
         changes["zscore_nonzero_mask"] = bool(plan.zscore_nonzero_mask)
         if self.spacing_rule == "planned":
             changes["spacing"] = tuple(float(v) for v in plan.spacing)
+        if self.patch_rule == "planned" and getattr(plan, "configuration", None):
+            changes["patch_size"] = tuple(int(v) for v in plan.configuration["patch_size"])
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

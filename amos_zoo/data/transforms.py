@@ -17,6 +17,9 @@ __all__ = [
     "ModalityNormalized",
     "ClassLocationsd",
     "OversampledCropd",
+    "NnUNetAugmentationd",
+    "nnunet_axes",
+    "nnunet_patch_size",
     "deterministic_transforms",
     "train_transforms",
     "positive",
@@ -259,48 +262,300 @@ class OversampledCropd(mt.Randomizable, mt.MapTransform):
         return samples
 
 
-#: nnU-Net v2 nnUNetTrainer.get_training_transforms / v1 default_3D_augmentation_params, as MONAI transforms
+#: nnU-Net's anisotropy threshold for "dummy 2D" augmentation (v2 ANISO_THRESHOLD; v1 planner's 3)
+_ANISO_THRESHOLD = 3
 _DEG = math.pi / 180.0
 
 
-def _nnunet_augmentation(recipe: Recipe, keys: list[str]) -> list:
-    """nnU-Net's augmentation (v2 or v1, the AMOS fork's) with MONAI transforms: the probabilities and ranges are
-    nnU-Net's; the mechanisms are MONAI's (amos_zoo/protocols/*.yaml lists each)."""
-    v2 = recipe.augmentation == "nnunet-v2"
-    anisotropic = max(recipe.patch_size) / min(recipe.patch_size) > 3  # nnU-Net's dummy-2D rule (ANISO_THRESHOLD)
-    angle = (180.0 if anisotropic else 30.0) if v2 else 15.0
-    rotate = {"range_z": angle * _DEG} if anisotropic else {f"range_{a}": angle * _DEG for a in "xyz"}
-    scale = (0.7, 1.4) if v2 else (0.85, 1.25)
-    chain: list = []
-    if not v2:  # v1 default: elastic deformation p 0.2 (alpha 0..900, sigma 9..13)
+def nnunet_axes(spacing: Sequence[float] | None) -> list[int]:
+    """For each of nnU-Net's spatial axes, the amos-zoo (x, y, z) axis it is: nnU-Net orders an image (z, y, x) and
+    moves its coarsest axis first (the plan's ``transpose_forward``, from the target spacing in (x, y, z))."""
+    if spacing is None:
+        return [2, 1, 0]
+    zyx = [float(v) for v in spacing][::-1]
+    worst = int(max(range(3), key=lambda i: (zyx[i], -i)))  # numpy argmax: the first maximum
+    return [2 - t for t in [worst] + [i for i in range(3) if i != worst]]
+
+
+def nnunet_patch_size(patch: Sequence[int], rotation: float, scale_range: tuple[float, float]) -> list[int]:
+    """nnU-Net's ``get_patch_size`` (v2 compute_initial_patch_size, v1 default_data_augmentation): the patch a
+    rotation by up to ``rotation`` radians about each axis and a zoom down to ``min(scale_range)`` need."""
+    import numpy as np
+    from batchgenerators.augmentations.utils import rotate_coords_2d, rotate_coords_3d
+
+    rot = min(90 / 360 * 2.0 * np.pi, abs(rotation))
+    coords = np.array(patch)
+    final = np.copy(coords)
+    if len(coords) == 3:
+        final = np.max(np.vstack((np.abs(rotate_coords_3d(coords, rot, 0, 0)), final)), 0)
+        final = np.max(np.vstack((np.abs(rotate_coords_3d(coords, 0, rot, 0)), final)), 0)
+        final = np.max(np.vstack((np.abs(rotate_coords_3d(coords, 0, 0, rot)), final)), 0)
+    else:
+        final = np.max(np.vstack((np.abs(rotate_coords_2d(coords, rot)), final)), 0)
+    final = final / min(scale_range)
+    return [int(v) for v in final.astype(int)]
+
+
+class NnUNetAugmentationd(mt.Randomizable, mt.MapTransform):
+    """nnU-Net's training augmentation, run by nnU-Net's own transform library on nnU-Net's axis order.
+
+    ``nnunet-v2``: the batchgeneratorsv2 chain of nnunetv2 2.8.1's ``nnUNetTrainer.get_training_transforms``
+    (spatial: rotation, scaling, centre crop to the patch; gaussian noise, blur, brightness, contrast, low
+    resolution, inverted gamma, gamma, mirroring; masking when the plan normalised inside the non-zero mask;
+    label -1 to 0). ``nnunet-v1``: the batchgenerators chain of nnunet 1.7.1's ``get_default_augmentation`` with
+    ``default_3D_augmentation_params`` (elastic, rotation, scaling, gamma, mirroring), which the AMOS fork trains
+    with. Rotation, the "dummy 2D" rule and the initial patch follow ``configure_rotation_dummyDA_mirroring_and_
+    inital_patch_size`` / ``setup_DA_params``. tests/test_augmentation.py checks sample by sample that the outputs
+    equal nnU-Net's own functions' on the same random state.
+
+    The image and label arrive as amos-zoo (x, y, z) patches of :func:`nnunet_patch_size`; they are permuted onto
+    nnU-Net's axes (:func:`nnunet_axes`), augmented, and permuted back. The transforms draw from numpy's and torch's
+    global generators, which are seeded from this transform's own state for each sample and restored afterwards
+    (so that :class:`~amos_zoo.data.resumable.EpochSeededDataset` keeps samples reproducible).
+    """
+
+    def __init__(
+        self,
+        version: str,
+        patch_size: Sequence[int],
+        spacing: Sequence[float] | None,
+        use_mask_for_norm: bool = False,
+        keys: KeysCollection = ("image", "label"),
+    ) -> None:
+        mt.MapTransform.__init__(self, keys)
+        if version not in ("nnunet-v2", "nnunet-v1"):
+            raise ValueError(f"nnU-Net augmentation: version must be nnunet-v2 or nnunet-v1, got {version!r}")
+        self.version, self.use_mask_for_norm = version, bool(use_mask_for_norm)
+        self.axes = nnunet_axes(spacing)
+        self.patch_size = [int(patch_size[a]) for a in self.axes]  # nnU-Net's axis order
+        self.dummy_2d = max(self.patch_size) / self.patch_size[0] > _ANISO_THRESHOLD
+        if version == "nnunet-v2":
+            self.rotation = (180.0 if self.dummy_2d else 30.0) * _DEG
+            self.chain = self._v2_chain()
+        else:
+            self.rotation = 15.0 * _DEG
+            self.chain = self._v1_chain()
+
+    @property
+    def initial_patch_size(self) -> list[int]:
+        """The patch the data loader crops before augmentation (nnU-Net's axes)."""
+        if self.version == "nnunet-v2":
+            initial = nnunet_patch_size(self.patch_size, self.rotation, (0.85, 1.25))
+            if self.dummy_2d:
+                initial[0] = self.patch_size[0]
+            return initial
+        if self.dummy_2d:  # v1: the 2D rotation (+-180 deg in-plane) on the last two axes, the first as it is
+            return [self.patch_size[0], *nnunet_patch_size(self.patch_size[1:], 180.0 * _DEG, (0.85, 1.25))]
+        return nnunet_patch_size(self.patch_size, self.rotation, (0.85, 1.25))
+
+    @property
+    def initial_patch_size_xyz(self) -> tuple[int, ...]:
+        """:attr:`initial_patch_size` on amos-zoo's (x, y, z) axes."""
+        initial = self.initial_patch_size
+        return tuple(initial[self.axes.index(a)] for a in range(3))
+
+    def _v2_chain(self):
+        from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+        from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
+        from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+        from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+        from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+        from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
+        from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+        from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+        from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+        from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
+        from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
+        from batchgeneratorsv2.transforms.utils.random import RandomTransform
+        from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+
+        # nnunetv2 2.8.1 nnUNetTrainer.get_training_transforms, without deep supervision's label downsampling (the
+        # training step downsamples the label to each output) and without the cascade / region options
+        rotation = (-self.rotation, self.rotation)
+        chain: list = [Convert3DTo2DTransform()] if self.dummy_2d else []
         chain.append(
-            mt.Rand3DElasticd(
-                keys,
-                sigma_range=(9, 13),
-                magnitude_range=(0, 900),
-                prob=0.2,
-                mode=("bilinear", "nearest"),
-                padding_mode="zeros",
+            SpatialTransform(
+                self.patch_size[1:] if self.dummy_2d else self.patch_size,
+                patch_center_dist_from_border=0,
+                random_crop=False,
+                p_elastic_deform=0,
+                p_rotation=0.2,
+                rotation=rotation,
+                p_scaling=0.2,
+                scaling=(0.7, 1.4),
+                p_synchronize_scaling_across_axes=1,
+                bg_style_seg_sampling=False,
+                border_mode_seg="constant",
+                padding_value_seg=-1,
             )
         )
-    chain += [
-        mt.RandRotated(keys, prob=0.2, mode=("bilinear", "nearest"), padding_mode="zeros", keep_size=True, **rotate),
-        mt.RandZoomd(  # nnU-Net scales coordinates by s in `scale`: a zoom of 1 / s, the same on every axis
-            keys, prob=0.2, min_zoom=1 / scale[1], max_zoom=1 / scale[0], mode=("trilinear", "nearest"), keep_size=True
-        ),
-    ]
-    if v2:
+        if self.dummy_2d:
+            chain.append(Convert2DTo3DTransform())
         chain += [
-            mt.RandGaussianNoised("image", prob=0.1, mean=0.0, std=math.sqrt(0.1), sample_std=True),
-            mt.RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
-            mt.RandScaleIntensityd("image", factors=0.25, prob=0.15),  # multiplicative brightness 0.75..1.25
-            mt.RandScaleIntensityFixedMeand("image", factors=0.25, preserve_range=True, prob=0.15),  # contrast
-            mt.RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
-            mt.RandAdjustContrastd("image", prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+            RandomTransform(
+                GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
+                apply_probability=0.1,
+            ),
+            RandomTransform(
+                GaussianBlurTransform(
+                    blur_sigma=(0.5, 1.0),
+                    synchronize_channels=False,
+                    synchronize_axes=False,
+                    p_per_channel=0.5,
+                    benchmark=True,
+                ),
+                apply_probability=0.2,
+            ),
+            RandomTransform(
+                MultiplicativeBrightnessTransform(
+                    multiplier_range=BGContrast((0.75, 1.25)), synchronize_channels=False, p_per_channel=1
+                ),
+                apply_probability=0.15,
+            ),
+            RandomTransform(
+                ContrastTransform(
+                    contrast_range=BGContrast((0.75, 1.25)),
+                    preserve_range=True,
+                    synchronize_channels=False,
+                    p_per_channel=1,
+                ),
+                apply_probability=0.15,
+            ),
+            RandomTransform(
+                SimulateLowResolutionTransform(
+                    scale=(0.5, 1),
+                    synchronize_channels=False,
+                    synchronize_axes=True,
+                    ignore_axes=(0,) if self.dummy_2d else None,
+                    allowed_channels=None,
+                    p_per_channel=0.5,
+                ),
+                apply_probability=0.25,
+            ),
+            RandomTransform(
+                GammaTransform(
+                    gamma=BGContrast((0.7, 1.5)),
+                    p_invert_image=1,
+                    synchronize_channels=False,
+                    p_per_channel=1,
+                    p_retain_stats=1,
+                ),
+                apply_probability=0.1,
+            ),
+            RandomTransform(
+                GammaTransform(
+                    gamma=BGContrast((0.7, 1.5)),
+                    p_invert_image=0,
+                    synchronize_channels=False,
+                    p_per_channel=1,
+                    p_retain_stats=1,
+                ),
+                apply_probability=0.3,
+            ),
+            MirrorTransform(allowed_axes=(0, 1, 2)),
         ]
-    chain.append(mt.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5), invert_image=False, retain_stats=True))
-    chain += [mt.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(3)]
-    return chain
+        if self.use_mask_for_norm:
+            chain.append(MaskImageTransform(apply_to_channels=[0], channel_idx_in_seg=0, set_outside_to=0))
+        chain.append(RemoveLabelTansform(-1, 0))
+        return ComposeTransforms(chain)
+
+    def _v1_chain(self) -> list:
+        from batchgenerators.transforms.color_transforms import GammaTransform
+        from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+        from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
+
+        # nnunet 1.7.1 get_default_augmentation(params=default_3D_augmentation_params), as setup_DA_params sets it
+        rotation_3d = (-15.0 * _DEG, 15.0 * _DEG)
+        rotation_x = (-180.0 * _DEG, 180.0 * _DEG) if self.dummy_2d else rotation_3d
+        spatial = SpatialTransform(
+            self.patch_size[1:] if self.dummy_2d else self.patch_size,
+            patch_center_dist_from_border=None,
+            do_elastic_deform=True,
+            alpha=(0.0, 200.0) if self.dummy_2d else (0.0, 900.0),
+            sigma=(9.0, 13.0),
+            do_rotation=True,
+            angle_x=rotation_x,
+            angle_y=rotation_3d,
+            angle_z=rotation_3d,
+            do_scale=True,
+            scale=(0.85, 1.25),
+            border_mode_data="constant",
+            border_cval_data=0,
+            order_data=3,
+            border_mode_seg="constant",
+            border_cval_seg=-1,
+            order_seg=1,
+            random_crop=False,
+            p_el_per_sample=0.2,
+            p_scale_per_sample=0.2,
+            p_rot_per_sample=0.2,
+            independent_scale_for_each_axis=False,
+        )
+        return [
+            spatial,
+            GammaTransform((0.7, 1.5), False, True, retain_stats=True, p_per_sample=0.3),
+            MirrorTransform((0, 1, 2)),
+            RemoveLabelTransform(-1, 0),
+        ]
+
+    def _run_v1(self, image, seg):
+        import numpy as np
+
+        batch = {"data": image.numpy()[None].astype(np.float32), "seg": seg.numpy()[None].astype(np.float32)}
+        spatial, *rest = self.chain
+        if self.dummy_2d:  # nnunet v1 Convert3DTo2DTransform: the first axis joins the channels
+            shapes = {k: v.shape for k, v in batch.items()}
+            batch = {k: v.reshape(v.shape[0], v.shape[1] * v.shape[2], *v.shape[3:]) for k, v in batch.items()}
+            batch = spatial(**batch)
+            batch = {k: v.reshape(shapes[k][0], shapes[k][1], shapes[k][2], *v.shape[2:]) for k, v in batch.items()}
+        else:
+            batch = spatial(**batch)
+        gamma, mirror, remove = rest
+        batch = mirror(**gamma(**batch))
+        if self.use_mask_for_norm:  # nnunet v1 MaskTransform: channel 0 outside the mask (label < 0) set to 0
+            batch["data"][:, 0][batch["seg"][:, 0] < 0] = 0
+        batch = remove(**batch)
+        return torch.from_numpy(np.ascontiguousarray(batch["data"][0])), torch.from_numpy(batch["seg"][0])
+
+    def _mark_outside_mask(self, image: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's label -1 outside the non-zero mask (crop_to_nonzero), where masking needs it."""
+        from scipy.ndimage import binary_fill_holes
+
+        inside = torch.from_numpy(binary_fill_holes((image != 0).any(0).numpy()))
+        return torch.where((seg == 0) & ~inside[None], torch.full_like(seg, -1), seg)
+
+    def augment(self, data: Mapping[Hashable, Any], seed: int) -> dict[Hashable, Any]:
+        """One sample augmented with numpy's and torch's generators seeded by ``seed`` (restored afterwards)."""
+        import numpy as np
+
+        d = dict(data)
+        image_key, label_key = self.keys[0], self.keys[1]
+        to_nnunet = (0, *[1 + a for a in self.axes])
+        back = (0, *[1 + self.axes.index(a) for a in range(3)])
+        image = torch.as_tensor(d[image_key]).float().permute(to_nnunet).contiguous()
+        label = torch.as_tensor(d[label_key])
+        label_dtype = label.dtype
+        seg = label.to(torch.int16).permute(to_nnunet).contiguous()  # nnU-Net's data loader: int16 labels
+        if self.use_mask_for_norm:
+            seg = self._mark_outside_mask(image, seg)
+        numpy_state = np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            try:
+                if self.version == "nnunet-v2":
+                    out = self.chain(image=image, segmentation=seg)
+                    image, seg = out["image"], out["segmentation"]
+                else:
+                    image, seg = self._run_v1(image, seg)
+            finally:
+                np.random.set_state(numpy_state)
+        d[image_key] = image.permute(back).contiguous()
+        d[label_key] = seg.permute(back).contiguous().to(label_dtype)
+        return d
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.augment(data, int(self.R.randint(0, 2**31 - 1)))
 
 
 class WithoutMetadata(mt.Compose):
@@ -324,9 +579,15 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
     patch, class locations: cached with the case) and the random part (patch sampling, augmentation)."""
     keys = ["image", "label"]
     nnunet_aug = recipe.augmentation.startswith("nnunet")
-    # spatial augmentation works on a larger patch, cut back to the patch afterwards (nnU-Net's initial patch size),
-    # so that rotations and zooms do not bring empty corners into the patch
-    crop_size = tuple(int(math.ceil(p * 1.25 / 2) * 2) for p in recipe.patch_size) if nnunet_aug else recipe.patch_size
+    crop_size = recipe.patch_size
+    if nnunet_aug:
+        # nnU-Net's augmentation works on its larger initial patch and cuts it back to the patch (centre crop), so
+        # that rotations and zooms do not bring empty corners into the patch
+        # nnU-Net masks the image after augmentation where its plan normalised inside the non-zero mask: only a
+        # z-scored channel (a CT-normalised one never uses the mask)
+        use_mask = recipe.zscore_nonzero_mask and recipe.ct_normalization == "zscore"
+        augmentation = NnUNetAugmentationd(recipe.augmentation, recipe.patch_size, recipe.spacing, use_mask)
+        crop_size = augmentation.initial_patch_size_xyz
     # posneg sampling reads only fg / bg indices: no class locations in its entries, which MONAI's crop would
     # otherwise deep-copy into every sample (a third of a batch's time, measured in benchmarks/bench_data.py)
     head: list = [
@@ -364,8 +625,7 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
         )
     chain.append(mt.DeleteItemsd(["class_locations", "fg_indices", "bg_indices"]))
     if nnunet_aug:
-        chain += _nnunet_augmentation(recipe, keys)
-        chain.append(mt.CenterSpatialCropd(keys, roi_size=recipe.patch_size))
+        chain.append(augmentation)
     elif recipe.augmentation == "btcv":
         if recipe.flip_prob > 0:
             chain += [mt.RandFlipd(keys, prob=recipe.flip_prob, spatial_axis=axis) for axis in range(3)]

@@ -47,6 +47,17 @@ SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
         },
         "patch": [32, 32, 16],
     },
+    "nnunet": {
+        "arch_kwargs": {
+            "n_stages": 3,
+            "features_per_stage": [8, 16, 32],
+            "kernel_sizes": [[3, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 1]],
+            "n_conv_per_stage": [2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2],
+        },
+        "patch": [32, 32, 16],
+    },
 }
 
 
@@ -80,7 +91,7 @@ def _smoke_network(model: str, protocol: str) -> dict[str, Any]:
     from amos_zoo.protocols import get_protocol
 
     kwargs = {**get_protocol(protocol).network(model), **SMOKE_SETTINGS[model]["arch_kwargs"]}
-    if kwargs.get("deep_supervision") and "strides" in kwargs:
+    if kwargs.get("deep_supervision") and "strides" in kwargs and model == "dynunet":
         kwargs["deep_supr_num"] = min(int(kwargs.get("deep_supr_num", 1)), len(kwargs["strides"]) - 2)
     return kwargs
 

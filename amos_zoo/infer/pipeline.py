@@ -65,13 +65,21 @@ def collect_inputs(inp: str | Path, split: str = "test", modality: str | None = 
 def load_predictor(
     source: str | Path, device: str = "cpu", trust: bool = False, sha256: str | None = None, **kwargs
 ) -> Predictor:
-    """A Predictor from an amos-zoo checkpoint, a weights registry name, a URL or a MONAI bundle (its model card).
+    """A Predictor from an amos-zoo checkpoint, a weights registry name, a URL, a MONAI bundle (its model card), an
+    nnU-Net v2 checkpoint or results folder (every fold's checkpoint_final.pth, logits averaged as nnU-Net's ensemble).
 
     Files are loaded weights-only unless ``trust``; downloads are verified against ``sha256`` (or the
     registry's hash). ``kwargs`` override the card's settings (``overlap``, ``sw_batch_size``, ``tta``...).
     """
+    from amos_zoo.infer.nnunet_results import is_results_folder, load_results_folder
     from amos_zoo.weights.loading import load_model
 
+    folds = kwargs.pop("folds", None)
+    if is_results_folder(source):  # nnU-Net v2's trained model folder: its folds' ensemble
+        net, card = load_results_folder(source, folds=folds, trust=trust)
+        return Predictor.from_card(net, card, device=device, **kwargs)
+    if folds is not None:
+        raise ValueError(f"{source}: folds are chosen from an nnU-Net results folder (plans.json, fold_X/)")
     net, card, _ = load_model(source, trust=trust, sha256=sha256)
     return Predictor.from_card(net, card, device=device, **kwargs)
 

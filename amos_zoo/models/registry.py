@@ -67,6 +67,12 @@ class ModelSpec:
 MODEL_REGISTRY: dict[str, ModelSpec] = {}
 
 
+def _nnunet_default_architecture() -> dict[str, Any]:
+    from amos_zoo.models.nnunet import default_architecture
+
+    return default_architecture()
+
+
 def register_model(spec: ModelSpec) -> ModelSpec:
     """Add an architecture to the registry (names are unique)."""
     from amos_zoo._registry import register_unique
@@ -120,6 +126,14 @@ def _dynunet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -
     strides = kw.pop("strides", [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 1]])
     kw.setdefault("upsample_kernel_size", strides[1:])
     return DynUNet(spatial_dims, in_channels, out_channels, kernels, strides, **kw)
+
+
+def _nnunet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
+    from amos_zoo.models.nnunet import plain_conv_unet
+
+    if spatial_dims != 3:
+        raise ValueError("nnunet is nnU-Net's 3D PlainConvUNet; use unet or timm_unet for 2D")
+    return plain_conv_unet(kw, in_channels, out_channels)
 
 
 def _unet_is_encoder(key: str) -> bool:
@@ -220,6 +234,20 @@ register_model(
         divisor=32,
         params=30_772_592,
         is_encoder_key=_prefixes("input_block.", "downsamples.", "bottleneck."),
+    )
+)
+
+register_model(
+    ModelSpec(
+        "nnunet",
+        _nnunet,
+        {**_nnunet_default_architecture(), "deep_supervision": False},
+        "nnU-Net v2's PlainConvUNet (dynamic_network_architectures), topology from the dataset's plan",
+        "Isensee et al. 2021 (nnU-Net) / nnunetv2 2.8.1 get_network_from_plans: InstanceNorm (affine), conv bias; "
+        "the default is the plan of an AMOS-like fingerprint (amos-zoo plan makes a dataset's own)",
+        divisor=8,  # the default plan pools x and y 5 times (32), z 3 times (8)
+        params=30_714_768,
+        is_encoder_key=_prefixes("encoder."),
     )
 )
 

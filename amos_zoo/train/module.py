@@ -189,8 +189,55 @@ class SegmentationModule(pl.LightningModule):
             # the data module's recipe, completed by the dataset's plan in its setup: every checkpoint's card
             # carries the preprocessing the network was trained with
             self.hparams.preprocessing = datamodule.recipe.to_dict()
+            configuration = getattr(datamodule, "plan_configuration", None)
+            planned = getattr(datamodule.recipe, "patch_rule", "fixed") == "planned"
+            if planned and configuration is not None:
+                self._build_planned_network(configuration)
         if stage == "fit" and self.hparams.pretrained and self.pretrained_report is None:
             self.load_pretrained()
+
+    def _build_planned_network(self, configuration: dict[str, Any]) -> None:
+        """nnU-Net's network (or DynUNet) as the dataset's plan configures it (stages, kernels, strides, features;
+        the patch is the sliding window), built before the optimiser and kept in the hyperparameters, so that
+        checkpoints (and their cards) rebuild it."""
+        from amos_zoo.models.registry import MODEL_REGISTRY, check_patch_size
+
+        hp = self.hparams
+        current = dict(hp.arch_kwargs or {})
+        arch = configuration["architecture"]
+        if hp.arch not in ("nnunet", "dynunet"):  # another network on the planned patch: it must accept it
+            patch = tuple(configuration["patch_size"])
+            spec = MODEL_REGISTRY[hp.arch]
+            overrides = {spec.fixed_size_arg: patch, **current} if spec.fixed_size_arg else current
+            try:
+                check_patch_size(hp.arch, patch, overrides)
+            except ValueError as err:
+                raise ValueError(f"{err}: the dataset's plan chose this patch; give --data.patch_size") from err
+            if list(hp.roi_size) != list(configuration["patch_size"]):
+                hp.roi_size = tuple(configuration["patch_size"])
+                if MODEL_REGISTRY[hp.arch].fixed_size_arg:  # UNETR: its input size is the patch
+                    self.net = self.card.build_network()
+            return
+        if hp.arch == "nnunet":
+            planned = {**arch, "deep_supervision": bool(current.get("deep_supervision", False))}
+        else:  # MONAI's DynUNet with the planned topology (its other arguments kept)
+            planned = {
+                **current,
+                "kernel_size": arch["kernel_sizes"],
+                "strides": arch["strides"],
+                "filters": arch["features_per_stage"],
+                "upsample_kernel_size": arch["strides"][1:],
+            }
+            if "deep_supr_num" in current:
+                planned["deep_supr_num"] = min(int(current["deep_supr_num"]), arch["n_stages"] - 2)
+        if current == planned and list(hp.roi_size) == list(configuration["patch_size"]):
+            return
+        hp.arch_kwargs, hp.roi_size = planned, tuple(configuration["patch_size"])
+        self.net = self.card.build_network()
+        print(
+            f"amos-zoo: {hp.arch} topology from the dataset's plan: {arch['n_stages']} stages, patch "
+            f"{tuple(hp.roi_size)}, strides {arch['strides']}"
+        )
 
     def load_pretrained(self) -> Any:
         """Load ``pretrained`` into the network: matching layers kept, the head re-initialised for a new label set.
@@ -249,7 +296,10 @@ class SegmentationModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image, label = _plain(batch["image"]), _plain(batch["label"])
         out = self(image)
-        if out.ndim == image.ndim + 1:  # deep supervision: (B, outputs, C, *spatial)
+        if isinstance(out, list | tuple):  # nnU-Net's deep supervision: outputs at decreasing resolutions
+            weights = deep_supervision_weights(len(out)).to(out[0].device)
+            loss = sum(w * self.loss(o, downsample_label(label, o.shape[2:])) for o, w in zip(out, weights) if w > 0)
+        elif out.ndim == image.ndim + 1:  # deep supervision: (B, outputs, C, *spatial)
             weights = deep_supervision_weights(out.shape[1]).to(out.device)
             loss = sum(w * self.loss(out[:, i], label) for i, w in enumerate(weights) if w > 0)
         else:
@@ -420,6 +470,14 @@ class SegmentationModule(pl.LightningModule):
 def _plain(x: Any) -> Any:
     """A MONAI MetaTensor as a plain tensor (the network needs no metadata; plain tensors cost less per operation)."""
     return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def downsample_label(label: torch.Tensor, shape: Any) -> torch.Tensor:
+    """A label map at a deep-supervision output's resolution, as nnU-Net's DownsampleSegForDSTransform makes it
+    (nearest-exact interpolation)."""
+    if tuple(label.shape[2:]) == tuple(shape):
+        return label
+    return torch.nn.functional.interpolate(label.float(), tuple(shape), mode="nearest-exact").to(label.dtype)
 
 
 def deep_supervision_weights(outputs: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from amos_zoo.weights.formats import (
     bundle,
     lightning,
+    nnunet_v2,
     research_contributions,
     ssl_monai_filter,
     ssl_swinvit,
@@ -38,7 +39,7 @@ __all__ = [
 
 #: format name -> its module, in the order files are tested (most specific first; bundles are found by path)
 FORMATS: dict[str, ModuleType] = {
-    m.NAME: m for m in (bundle, lightning, ssl_monai_filter, ssl_swinvit, research_contributions, state_dict)
+    m.NAME: m for m in (bundle, lightning, nnunet_v2, ssl_monai_filter, ssl_swinvit, research_contributions, state_dict)
 }
 
 
