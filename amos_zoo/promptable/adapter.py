@@ -69,4 +69,3 @@ class AdapterBlock(Block):
         x = shortcut + x
         x_norm = self.norm2(x)
         return x + self.mlp(x_norm) + self.Adapter(x_norm)
-

@@ -69,8 +69,11 @@ def collect_items(data: str | Path, split: str = "samed2d-20", fraction: float =
         chosen = test_split(groups, fraction, seed)
         keep = {name for names in chosen.values() for name in names}
         slices = [s for s in slices if s.image.name in keep]
-        record.update(fraction=fraction, images={g: names for g, names in chosen.items()},
-                      of={g: len(v) for g, v in groups.items()})
+        record.update(
+            fraction=fraction,
+            images={g: names for g, names in chosen.items()},
+            of={g: len(v) for g, v in groups.items()},
+        )
     elif split == "index-test":
         slices = [s for s in slices if s.split == "test"]
     items = []
@@ -172,8 +175,9 @@ def _score(truth: np.ndarray, pred: np.ndarray, with_nsd: bool, tolerance: float
     from amos_zoo.metrics.case import evaluate_case
 
     metrics = ("dice", "nsd") if with_nsd else ("dice",)
-    row = evaluate_case(truth.astype(np.uint8), pred.astype(np.uint8), (1.0, 1.0), [1], tolerance=tolerance,
-                        metrics=metrics)[1]
+    row = evaluate_case(
+        truth.astype(np.uint8), pred.astype(np.uint8), (1.0, 1.0), [1], tolerance=tolerance, metrics=metrics
+    )[1]
     out = {"dice": row["dice"], "iou": row["dice"] / (2.0 - row["dice"])}
     if with_nsd:
         out["nsd"] = row["nsd"]
@@ -271,8 +275,15 @@ def evaluate_prompts(
     if n_iterations > 1 and not pipeline.prompts_in_input_space:
         raise ValueError("iterative clicks are made in the network's input space: use the samed2d pipeline")
     rule = card.get("prompt.rule")
-    header = {"protocol": protocol, "rule": rule, "points": n_points, "box_shift": shift, "pipeline": pipeline_name,
-              "image_size": size, "seed": seed}
+    header = {
+        "protocol": protocol,
+        "rule": rule,
+        "points": n_points,
+        "box_shift": shift,
+        "pipeline": pipeline_name,
+        "image_size": size,
+        "seed": seed,
+    }
     items, split_record = collect_items(data, split, float(card.get("split.fraction", 0.2)), seed)
     replayed = read_prompts(prompts, header) if prompts else None
     if replayed is not None:
@@ -307,8 +318,17 @@ def evaluate_prompts(
             made[item.key] = prompt
         pred, clicks = runner.segment(embedding, geometry, prompt, truth_prompt, n_iterations)
         scores = _score(truth, pred, with_nsd, tolerance)
-        rows.append({"mask": item.key, "image": item.image.name, "class_name": item.class_name,
-                     "modality": item.modality, "dataset": item.dataset, **scores, "clicks": clicks})
+        rows.append(
+            {
+                "mask": item.key,
+                "image": item.image.name,
+                "class_name": item.class_name,
+                "modality": item.modality,
+                "dataset": item.dataset,
+                **scores,
+                "clicks": clicks,
+            }
+        )
         bar.set_postfix(dice=f"{np.mean([r['dice'] for r in rows]):.3f}")
     seconds = time.perf_counter() - start
     prompts_path = Path(prompts) if prompts else out / "prompts.json"

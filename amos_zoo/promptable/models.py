@@ -236,7 +236,7 @@ for _spec in (
         prompts="box, 1/3/5 points or iterative clicks (test.py)",
         description="SAM-Med2D: SAM ViT-B with an adapter per block, 256 x 256, fine-tuned on SA-Med2D-16M",
         source=f"{_SAMED2D} build_sam.py (image_size 256, encoder_adapter) and test.py",
-        params=271_240_176,
+        params=271_241_776,
         weights=("sam_med2d_vit_b",),
     ),
     PromptableSpec(
@@ -247,7 +247,7 @@ for _spec in (
         prompts=_SAM_PROMPTS,
         description="tiny SAM (64 x 64, 2 blocks of width 32) for tests",
         source="amos-zoo: every SAM module at test size",
-        params=0,
+        params=102_892,
     ),
     PromptableSpec(
         "sam_med2d_tiny",
@@ -257,7 +257,7 @@ for _spec in (
         prompts="as sam_med2d_vit_b",
         description="tiny SAM-Med2D (adapters, 64 x 64) for tests",
         source="amos-zoo: every SAM-Med2D module at test size",
-        params=0,
+        params=155_244,
     ),
 ):
     register_promptable(_spec)

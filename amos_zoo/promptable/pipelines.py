@@ -161,7 +161,7 @@ class SamPipeline(Pipeline):
     def image(self, rgb):
         h, w = rgb.shape[:2]
         resized = self._transform().apply_image(np.ascontiguousarray(rgb))
-        x = (torch.as_tensor(resized).permute(2, 0, 1).float() - torch.tensor(IMAGENET_MEAN).float()[:, None, None])
+        x = torch.as_tensor(resized).permute(2, 0, 1).float() - torch.tensor(IMAGENET_MEAN).float()[:, None, None]
         x = x / torch.tensor(IMAGENET_STD).float()[:, None, None]
         rh, rw = x.shape[-2:]
         x = F.pad(x, (0, self.size - rw, 0, self.size - rh))

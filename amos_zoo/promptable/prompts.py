@@ -56,12 +56,21 @@ class Prompt:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": self.box, "point_coords": self.point_coords, "point_labels": self.point_labels, "seed": self.seed}
+        return {
+            "box": self.box,
+            "point_coords": self.point_coords,
+            "point_labels": self.point_labels,
+            "seed": self.seed,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Prompt:
-        return cls(d.get("box"), [list(map(float, p)) for p in d["point_coords"]], [int(v) for v in d["point_labels"]],
-                   int(d["seed"]))
+        return cls(
+            d.get("box"),
+            [list(map(float, p)) for p in d["point_coords"]],
+            [int(v) for v in d["point_labels"]],
+            int(d["seed"]),
+        )
 
 
 def mask_seed(seed: int, key: str) -> int:
@@ -90,8 +99,9 @@ def sample_points(mask: np.ndarray, n: int, rng: np.random.RandomState) -> tuple
         return [bg[rng.randint(len(bg))].astype(float).tolist()], [0]
     n_fg = n // 2
     n_bg = n - n_fg
-    coords = np.concatenate([fg[rng.choice(len(fg), size=n_fg, replace=True)], bg[rng.choice(len(bg), size=n_bg,
-                                                                                             replace=True)]])
+    coords = np.concatenate(
+        [fg[rng.choice(len(fg), size=n_fg, replace=True)], bg[rng.choice(len(bg), size=n_bg, replace=True)]]
+    )
     labels = np.concatenate([np.ones(n_fg), np.zeros(n_bg)]).astype(int)
     order = rng.permutation(n)
     return coords[order].astype(float).tolist(), labels[order].tolist()
@@ -145,7 +155,9 @@ def write_prompts(path: str | Path, header: dict[str, Any], prompts: dict[str, P
     """The prompts file (JSON, written atomically): how they were made, and one prompt per mask."""
     from amos_zoo.io import write_json
 
-    write_json(Path(path), {"format": PROMPTS_FORMAT, **header, "prompts": {k: p.to_dict() for k, p in prompts.items()}})
+    write_json(
+        Path(path), {"format": PROMPTS_FORMAT, **header, "prompts": {k: p.to_dict() for k, p in prompts.items()}}
+    )
 
 
 def read_prompts(path: str | Path, expect: dict[str, Any]) -> dict[str, Prompt]:

@@ -44,8 +44,10 @@ class PromptProtocol:
 
     def record(self) -> dict[str, Any]:
         """The protocol as written into a row: every value with its source."""
-        return {"name": self.name, "settings": {k: {"value": v, "source": self.source(k)} for k, (v, _) in
-                                                self.settings.items()}}
+        return {
+            "name": self.name,
+            "settings": {k: {"value": v, "source": self.source(k)} for k, (v, _) in self.settings.items()},
+        }
 
 
 def _dir() -> Path:
@@ -69,8 +71,11 @@ def _parse(path: Path) -> PromptProtocol:
             raise ValueError(f"{path}: {key}: keys start with one of {', '.join(_TARGETS)} and a dot")
         settings[key] = (entry["value"], str(entry["source"]))
     return PromptProtocol(
-        data["name"], data["title"], " ".join(str(data["summary"]).split()),
-        {str(k): str(v) for k, v in data["sources"].items()}, settings,
+        data["name"],
+        data["title"],
+        " ".join(str(data["summary"]).split()),
+        {str(k): str(v) for k, v in data["sources"].items()},
+        settings,
     )
 
 

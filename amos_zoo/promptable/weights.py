@@ -112,7 +112,8 @@ _register(
         "Apache-2.0 (SAM-Med2D)",
         "Cheng et al., SAM-Med2D, arXiv 2308.16184 (FT-SAM: SAM fine-tuned without adapters, evaluated at 256)",
         "sam-med2d",
-        notes="evaluate with --image-size 256 (the README table's resolution)",
+        notes="evaluate with --image-size 256 (the README table's resolution); layout presumed as SAM-Med2D's "
+        "(the same train.py), detected when read",
     )
 )
 
@@ -140,9 +141,17 @@ class PromptableLoadReport:
         return text + f"; verified: {self.verified}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary(), "source": self.source, "fmt": self.fmt, "loaded": len(self.loaded),
-                "resized": self.resized, "missing": self.missing, "unexpected": self.unexpected,
-                "skipped": self.skipped, "verified": self.verified}
+        return {
+            "summary": self.summary(),
+            "source": self.source,
+            "fmt": self.fmt,
+            "loaded": len(self.loaded),
+            "resized": self.resized,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "skipped": self.skipped,
+            "verified": self.verified,
+        }
 
 
 class _Inert:
@@ -216,8 +225,9 @@ def _resize_to(name: str, tensor, target):
     import torch.nn.functional as F
 
     if name.endswith("pos_embed"):  # (1, H, W, C)
-        return F.interpolate(tensor.permute(0, 3, 1, 2).float(), target.shape[1:3], mode="bilinear",
-                             align_corners=False).permute(0, 2, 3, 1)
+        return F.interpolate(
+            tensor.permute(0, 3, 1, 2).float(), target.shape[1:3], mode="bilinear", align_corners=False
+        ).permute(0, 2, 3, 1)
     return F.interpolate(tensor[None, None].float(), target.shape, mode="bilinear", align_corners=False)[0, 0]
 
 
