@@ -206,12 +206,8 @@ def _load_model(model: str, weights: str | None, image_size: int | None, trust: 
 
     spec = get_promptable(model)
     size = image_size or spec.image_size
-    network = build_promptable(model, image_size=size)
-    if weights in (None, "", "none"):
-        return spec, network, None, size
-    verified = "local file"
-    path = weights
-    if weights in PROMPTABLE_WEIGHTS:
+    path, verified = weights, "local file"
+    if weights in PROMPTABLE_WEIGHTS:  # resolved before the network is built: a refusal costs nothing
         entry = PROMPTABLE_WEIGHTS[weights]
         if not entry.direct_download:
             raise ValueError(
@@ -222,6 +218,9 @@ def _load_model(model: str, weights: str | None, image_size: int | None, trust: 
             raise ValueError(f"weights {weights!r}: the source states no digest; pass --trust to download {entry.url}")
         path = fetch(entry.url, entry.sha256)
         verified = "sha256" if entry.sha256 else "not verified (trusted by the user)"
+    network = build_promptable(model, image_size=size)
+    if weights in (None, "", "none"):
+        return spec, network, None, size
     report = load_promptable_weights(network, path, verified=verified)
     return spec, network, report, size
 
