@@ -6,7 +6,7 @@ low-resolution output -> mask at the image's original size.
   without keeping the aspect ratio (``cv2.INTER_NEAREST``), or zero-padded to S x S around the centre when both
   sides are smaller than S; prompts are made on the mask resized the same way (nearest) and live in that S x S
   space; the output is upsampled (bilinear) to S x S, then cropped (padded input) or resized (bilinear) to the
-  original size, foreground where the logit is above 0.
+  original size, foreground where the sigmoid is above 0.5 (``metrics.py``).
 * ``medsam`` (bowang-lab/MedSAM@d71e8a1 ``MedSAM_Inference.py``): bicubic resize to 1024 x 1024 (skimage
   ``order=3``, anti-aliasing, cast to uint8), min-max to [0, 1], no mean/std; the box is given in original pixels
   and scaled by 1024 / (W, H); the low-resolution probability (sigmoid) is resized (bilinear) to the original size
@@ -124,7 +124,7 @@ class SamMed2DPipeline(Pipeline):
             logits = logits[..., top : top + h, left : left + w]
         else:
             logits = F.interpolate(logits, (h, w), mode="bilinear", align_corners=False)
-        return (logits[0, 0] > 0).cpu().numpy()
+        return (torch.sigmoid(logits[0, 0]) > 0.5).cpu().numpy()  # metrics.py (not logit > 0: float32 rounding)
 
 
 class MedSAMPipeline(Pipeline):

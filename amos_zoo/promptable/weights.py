@@ -112,7 +112,7 @@ _register(
         "Apache-2.0 (SAM-Med2D)",
         "Cheng et al., SAM-Med2D, arXiv 2308.16184 (FT-SAM: SAM fine-tuned without adapters, evaluated at 256)",
         "sam-med2d",
-        notes="evaluate with --image-size 256 (the README table's resolution); layout presumed as SAM-Med2D's "
+        notes="evaluate with --image_size 256 (the README table's resolution); layout presumed as SAM-Med2D's "
         "(the same train.py), detected when read",
     )
 )
