@@ -180,6 +180,11 @@ def protocol_list() -> int:
         models = ", ".join(p.models) or "-"
         print(f"{p.name:<11} {p.kind:<9} models: {models:<28} {p.title}")
     print("\nshow one: amos-zoo protocol show NAME; apply one: amos-zoo fit ... --protocol NAME/MODEL")
+    from amos_zoo.promptable.protocols import list_prompt_protocols
+
+    print("\nprompt protocols (amos-zoo evaluate-prompts --protocol NAME; shown by protocol show NAME):")
+    for pp in list_prompt_protocols():
+        print(f"{pp.name:<18} {pp.title}")
     return 0
 
 
@@ -194,8 +199,16 @@ def protocol_show(name: str, markdown: bool = False) -> int:
     Example:
         amos-zoo protocol show btcv
     """
+    from amos_zoo.promptable.protocols import list_prompt_protocols
     from amos_zoo.protocols import get_protocol, render_markdown
 
+    prompt_cards = {pp.name: pp for pp in list_prompt_protocols()}
+    if name in prompt_cards:  # a prompt protocol (amos-zoo evaluate-prompts)
+        pp = prompt_cards[name]
+        print(f"{pp.name}: {pp.title}\n{pp.summary}\n")
+        for key, (value, _) in pp.settings.items():
+            print(f"  {key} = {value}\n      source: {pp.source(key)}")
+        return 0
     p = get_protocol(name)
     if markdown:
         print(render_markdown([p]), end="")
