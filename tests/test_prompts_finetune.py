@@ -20,6 +20,27 @@ QUIET = {
 }
 
 
+def _two_slices(root):
+    """Two synthetic slices in the SAM-Med2D demo layout (one AMOS, one TotalSegmentator), two masks each."""
+    import json
+
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:80, :96]
+    index = {}
+    for name in ("amos_0001_10", "s0002_20"):
+        masks = {"liver": (yy - 40) ** 2 + (xx - 30) ** 2 < 300, "spleen": (yy - 30) ** 2 + (xx - 70) ** 2 < 120}
+        grey = (40 + 150 * masks["liver"] + 90 * masks["spleen"]).astype(np.uint8)
+        Image.fromarray(np.repeat(grey[..., None], 3, -1)).save(root / "images" / f"{name}.png")
+        for label, mask in masks.items():
+            Image.fromarray((mask * 255).astype(np.uint8)).save(root / "masks" / f"{name}_{label}_000.png")
+        index[f"data_demo/images/{name}.png"] = [f"data_demo/masks/{name}_{label}_000.png" for label in masks]
+    (root / "image2label_train.json").write_text(json.dumps(index))
+    return root
+
+
 class _Losses(pl.Callback):
     def __init__(self) -> None:
         self.values: list[float] = []
@@ -68,9 +89,7 @@ def test_recipe_optimiser_loss_and_box_widening_are_the_cards():
 
 
 def test_training_boxes_are_widened_by_up_to_the_shift(tmp_path):
-    from tests.test_prompts import write_synthetic_slices
-
-    root = write_synthetic_slices(tmp_path / "demo")
+    root = _two_slices(tmp_path / "demo")
     data = PromptDataModule(str(root), image_size=64, box_shift=3, split="all")
     data.setup()
     boxes = np.array([data.train_set[0]["box"].tolist() for _ in range(200)])  # one of the image's two masks
