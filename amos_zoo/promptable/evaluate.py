@@ -115,6 +115,7 @@ class PromptRunner:
         self.pipeline = pipeline
         self.multimask = multimask
         self.device = device
+        self._dense_pe = None
 
     def encode(self, rgb: np.ndarray):
         import torch
@@ -136,10 +137,12 @@ class PromptRunner:
             corners = self.pipeline.coords(np.asarray(box, dtype=np.float64).reshape(2, 2), geometry).reshape(1, 4)
             boxes = torch.as_tensor(corners, dtype=torch.float, device=self.device)
         with torch.inference_mode():  # the sources' no_grad, less bookkeeping per operation; the same numbers
+            if self._dense_pe is None:  # a function of the grid only: computed once, not per mask
+                self._dense_pe = self.model.prompt_encoder.get_dense_pe()
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
             low_res, iou = self.model.mask_decoder(
                 image_embeddings=embedding,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                image_pe=self._dense_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=self.multimask,
