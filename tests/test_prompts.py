@@ -141,6 +141,15 @@ def demo(shared_data) -> Path:
 # ---- networks ----------------------------------------------------------------------------------------------------
 
 
+def test_create_model_builds_a_promptable_model_by_name():
+    from amos_zoo.models.registry import create_model
+
+    net = create_model("sam_tiny", image_size=128)
+    assert net.image_encoder.img_size == 128 and net.prompt_encoder.input_image_size == (128, 128)
+    with pytest.raises(ValueError, match="no channel arguments"):
+        create_model("sam_tiny", out_channels=3)
+
+
 def test_vit_b_is_segment_anythings_network_with_the_published_parameter_count():
     from segment_anything import sam_model_registry
 

@@ -84,6 +84,7 @@ def test_recipe_optimiser_loss_and_box_widening_are_the_cards():
     logits, mask = torch.randn(2, 1, 64, 64), (torch.rand(2, 1, 64, 64) > 0.7).float()
     batch = {"image": torch.rand(2, 3, 64, 64), "mask": mask, "box": torch.tensor([[4.0, 4, 30, 30], [10, 12, 50, 40]])}
     module.forward = lambda image, box: logits  # the loss on known logits
+    module.log = lambda *args, **kwargs: None  # no trainer attached
     expected = DiceLoss(sigmoid=True, squared_pred=True)(logits, mask) + torch.nn.BCEWithLogitsLoss()(logits, mask)
     assert torch.allclose(module.training_step(batch, 0), expected)
 
