@@ -534,6 +534,38 @@ def test_table_sits_beside_the_published_number_of_the_same_protocol(slices, tmp
     assert "| 79.30 |" not in prompt_table([{**as_published, "image_size": 1024}])  # no number at 1024
 
 
+def test_sams_own_pipeline_prompts_in_original_pixels(slices, tmp_path):
+    from segment_anything import SamPredictor
+
+    torch.manual_seed(0)
+    net = build_promptable("sam_tiny")
+    kept = {}
+    row = evaluate_prompts(
+        "sam_tiny",
+        "samed2d-box",
+        slices,
+        tmp_path,
+        split="all",
+        pipeline="model",
+        network=net,
+        progress=False,
+        on_mask=kept.__setitem__,
+    )
+    assert row["settings"]["pipeline"] == "sam"
+    prompts = json.loads((tmp_path / "prompts.json").read_text())["prompts"]
+    key = "s0002_20_liver_000.png"
+    truth = np.asarray(Image.open(slices / "masks" / key)) > 0
+    assert prompts[key]["box"] == largest_component_box(truth.astype(np.uint8))  # in the 96 x 128 original
+    predictor = SamPredictor(net)  # segment-anything's own predictor, single output, highest predicted IoU kept
+    predictor.set_image(np.asarray(Image.open(slices / "images" / "s0002_20.png").convert("RGB")))
+    masks, scores, _ = predictor.predict(box=np.array(prompts[key]["box"]), multimask_output=True)
+    assert np.array_equal(kept[key], masks[int(np.argmax(scores))])
+    with pytest.raises(ValueError, match="iterative clicks"):
+        evaluate_prompts(
+            "sam_tiny", "samed2d-iterative", slices, tmp_path / "it", split="all", pipeline="sam", progress=False
+        )
+
+
 def test_collect_items_refuses_an_unknown_split_and_an_empty_selection(slices):
     with pytest.raises(ValueError, match="split must be one of"):
         collect_items(slices, "random")

@@ -644,6 +644,7 @@ def evaluate_prompts(
     prompts: Path | None = None,
     seed: int = 0,
     split: Literal["samed2d-20", "all", "index-test"] = "samed2d-20",
+    pipeline: Literal["samed2d", "medsam", "sam", "model"] | None = None,
     device: str = "cpu",
     trust: bool = False,
 ) -> int:
@@ -667,6 +668,7 @@ def evaluate_prompts(
         prompts: a prompts file to replay instead of drawing prompts.
         seed: prompt and split seed.
         split: samed2d-20 (20 % per sub-dataset, seeded), all, or index-test (the index's test list).
+        pipeline: replace the protocol's input pipeline (model: the model card's own, e.g. SAM's SamPredictor).
         device: cpu or cuda.
         trust: download weights whose source states no digest.
 
@@ -678,7 +680,7 @@ def evaluate_prompts(
 
     row = run(model, protocol, data, out, weights=weights, image_size=image_size, points=points,
               iterations=iterations, box_shift=box_shift, prompts=prompts, seed=seed, split=split, device=device,
-              trust=trust)
+              pipeline=pipeline, trust=trust)
     if row["load_report"]:
         print(row["load_report"]["summary"])
     print((out / "table.md").read_text(), end="")

@@ -243,6 +243,7 @@ def evaluate_prompts(
     seed: int = 0,
     split: str = "samed2d-20",
     device: str = "cpu",
+    pipeline: str | None = None,
     encode_once: bool = True,
     trust: bool = False,
     progress: bool = True,
@@ -253,6 +254,8 @@ def evaluate_prompts(
     table.md under ``out`` and return the row. ``prompts`` replays a prompts file (made by any model at the same
     input size under the same protocol settings). ``network`` evaluates an already built network instead of
     building ``model`` (its card is still ``model``'s); ``on_mask(key, mask)`` receives every predicted mask.
+    ``pipeline`` replaces the protocol's input pipeline (``model``: the model card's own, e.g. SAM's
+    ``SamPredictor`` preprocessing for ``sam_vit_b``).
 
     One function because it is the sources' test loop in order: items, prompts, encode, decode, score, write."""
     import torch
@@ -271,7 +274,9 @@ def evaluate_prompts(
         from amos_zoo.promptable.models import get_promptable
 
         spec, report, size = get_promptable(model), None, int(network.image_encoder.img_size)
-    pipeline_name = card.get("input.pipeline")
+    pipeline_name = pipeline or card.get("input.pipeline")
+    if pipeline_name == "model":
+        pipeline_name = spec.pipeline
     pipeline = get_pipeline(pipeline_name, size)
     n_points = int(points if points is not None else card.get("prompt.points", 0))
     n_iterations = int(iterations if iterations is not None else card.get("prompt.iterations", 1))
