@@ -519,7 +519,10 @@ def test_evaluate_prompts_on_the_demo_slices(demo, tmp_path, capsys):
     )
     assert "nsd" in rows["summary"]["overall"] and rows["split"]["fraction"] == 0.2
     assert rows["split"]["of"] == {"AMOS": 2, "TotalSegmentator": 2}
-    assert {k: len(v) for k, v in rows["split"]["images"].items()} == {"AMOS": 1, "TotalSegmentator": 1}
+    assert rows["split"]["chosen"] == {"AMOS": 1, "TotalSegmentator": 1}
+    chosen = json.loads((tmp_path / "medsam" / "split.json").read_text())["images"]
+    again, record = collect_items(demo, "samed2d-20", 0.2, seed=1)  # the same rule and seed: the same images
+    assert chosen == sorted({i.image.name for i in again}) and len(chosen) == 2
 
 
 def test_table_sits_beside_the_published_number_of_the_same_protocol(slices, tmp_path):

@@ -70,11 +70,8 @@ def collect_items(data: str | Path, split: str = "samed2d-20", fraction: float =
         chosen = test_split(groups, fraction, seed)
         keep = {name for names in chosen.values() for name in names}
         slices = [s for s in slices if s.image.name in keep]
-        record.update(
-            fraction=fraction,
-            images={g: names for g, names in chosen.items()},
-            of={g: len(v) for g, v in groups.items()},
-        )
+        record.update(fraction=fraction, of={g: len(v) for g, v in groups.items()})
+        record["images"] = chosen  # written to split.json beside the row (millions of names in the full release)
     elif split == "index-test":
         slices = [s for s in slices if s.split == "test"]
     items = []
@@ -87,6 +84,14 @@ def collect_items(data: str | Path, split: str = "samed2d-20", fraction: float =
     record["n_images"] = len({i.image for i in items})
     record["n_masks"] = len(items)
     return items, record
+
+
+def collect_groups(items: list[MaskItem]) -> dict[str, list[str]]:
+    """Sub-dataset -> its images among ``items``."""
+    groups: dict[str, set[str]] = {}
+    for i in items:
+        groups.setdefault(i.dataset, set()).add(i.image.name)
+    return {k: sorted(v) for k, v in sorted(groups.items())}
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -349,6 +354,13 @@ def evaluate_prompts(
     if replayed is None:
         write_prompts(prompts_path, header, made)
     metric_names = ["dice", "iou", "nsd"] if with_nsd else ["dice", "iou"]
+    import hashlib
+
+    images = sorted({i.image.name for i in items})
+    split_record = {k: v for k, v in split_record.items() if k != "images"}
+    split_record["chosen"] = {k: len(v) for k, v in collect_groups(items).items()}
+    split_record["images_sha256"] = hashlib.sha256("\n".join(images).encode()).hexdigest()
+    write_json(out / "split.json", {"rule": split_record["rule"], "seed": seed, "images": images})
     row = {
         "kind": "promptable",
         "model": spec.card(),
