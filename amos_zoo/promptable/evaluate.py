@@ -267,6 +267,7 @@ def evaluate_prompts(
     from tqdm import tqdm
 
     from amos_zoo.io import write_json, write_text
+    from amos_zoo.metrics.tolerances import get_tolerances
     from amos_zoo.promptable.pipelines import get_pipeline
     from amos_zoo.promptable.prompts import make_prompt, mask_seed, read_prompts, write_prompts
     from amos_zoo.promptable.protocols import get_prompt_protocol
@@ -306,8 +307,6 @@ def evaluate_prompts(
             raise ValueError(f"{prompts}: no prompt for {len(absent)} masks ({absent[:3]}...)")
     runner = PromptRunner(network, pipeline, multimask=card.get("decode.multimask") == "best-iou", device=device)
     with_nsd = "nsd" in card.get("metric.metrics", [])
-    from amos_zoo.metrics.tolerances import get_tolerances
-
     tolerance = get_tolerances(float(card.get("metric.nsd_tolerance", 2.0)))  # built once, not per mask
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
