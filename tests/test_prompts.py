@@ -523,6 +523,9 @@ def test_evaluate_prompts_on_the_demo_slices(demo, tmp_path, capsys):
     chosen = json.loads((tmp_path / "medsam" / "split.json").read_text())["images"]
     again, record = collect_items(demo, "samed2d-20", 0.2, seed=1)  # the same rule and seed: the same images
     assert chosen == sorted({i.image.name for i in again}) and len(chosen) == 2
+    assert main(["prompt-table", str(tmp_path), "--out", str(tmp_path / "table.md")]) == 0  # both runs, one table
+    table = (tmp_path / "table.md").read_text()
+    assert "| sam_med2d_tiny |" in table and "| sam_tiny |" in table and "| medsam-box |" in table
 
 
 def test_table_sits_beside_the_published_number_of_the_same_protocol(slices, tmp_path):
