@@ -121,6 +121,15 @@ def models() -> int:
         count = "-" if row["params_M"] is None else f"{row['params_M']:.1f}"
         pub = "-" if row["params_published_M"] is None else f"{row['params_published_M']:.1f}"
         print(f"{row['name']:<11} {count:>10} {pub:>9}  {row['constraints']}; {row['description']}")
+    from amos_zoo.promptable.models import PROMPTABLE_MODELS
+
+    print("\npromptable 2D models (amos-zoo evaluate-prompts):")
+    for spec in PROMPTABLE_MODELS.values():
+        pub = "-" if spec.published_params is None else f"{spec.published_params[0] / 1e6:.1f}"
+        print(
+            f"{spec.name:<15} {spec.params / 1e6:>6.1f} {pub:>9}  {spec.image_size} x {spec.image_size}, "
+            f"{spec.pipeline} input, {spec.multimask} output; {spec.description}"
+        )
     return 0
 
 
@@ -149,6 +158,12 @@ def weights(markdown: bool = False, write: Path | None = None) -> int:
     for e in list_weights():
         classes = "encoder" if e.encoder_only else str(e.num_classes)
         print(f"{e.name:<30} {e.arch:<11} {classes:<8} {e.fmt:<23} {e.verification:<12} {e.task}")
+    from amos_zoo.promptable.weights import PROMPTABLE_WEIGHTS
+
+    print("\npromptable 2D models (amos-zoo evaluate-prompts --weights NAME):")
+    for p in PROMPTABLE_WEIGHTS.values():
+        where = p.url if p.direct_download else f"manual download: {p.url}"
+        print(f"{p.name:<30} {p.model:<16} {p.fmt:<15} {'sha256' if p.sha256 else 'none':<12} {where}")
     print("\nentries verified by 'none' load only with --trust; details: amos-zoo weights --markdown (weights.md)")
     return 0
 
@@ -165,6 +180,11 @@ def protocol_list() -> int:
         models = ", ".join(p.models) or "-"
         print(f"{p.name:<11} {p.kind:<9} models: {models:<28} {p.title}")
     print("\nshow one: amos-zoo protocol show NAME; apply one: amos-zoo fit ... --protocol NAME/MODEL")
+    from amos_zoo.promptable.protocols import list_prompt_protocols
+
+    print("\nprompt protocols (amos-zoo evaluate-prompts --protocol NAME; shown by protocol show NAME):")
+    for pp in list_prompt_protocols():
+        print(f"{pp.name:<18} {pp.title}")
     return 0
 
 
@@ -179,8 +199,16 @@ def protocol_show(name: str, markdown: bool = False) -> int:
     Example:
         amos-zoo protocol show btcv
     """
+    from amos_zoo.promptable.protocols import list_prompt_protocols
     from amos_zoo.protocols import get_protocol, render_markdown
 
+    prompt_cards = {pp.name: pp for pp in list_prompt_protocols()}
+    if name in prompt_cards:  # a prompt protocol (amos-zoo evaluate-prompts)
+        pp = prompt_cards[name]
+        print(f"{pp.name}: {pp.title}\n{pp.summary}\n")
+        for key, (value, _) in pp.settings.items():
+            print(f"  {key} = {value}\n      source: {pp.source(key)}")
+        return 0
     p = get_protocol(name)
     if markdown:
         print(render_markdown([p]), end="")
@@ -646,6 +674,93 @@ def plan(
     return 0
 
 
+def evaluate_prompts(
+    model: str,
+    protocol: str,
+    data: Path,
+    out: Path,
+    weights: str | None = None,
+    image_size: int | None = None,
+    points: int | None = None,
+    iterations: int | None = None,
+    box_shift: int | None = None,
+    prompts: Path | None = None,
+    seed: int = 0,
+    split: Literal["samed2d-20", "all", "index-test"] = "samed2d-20",
+    pipeline: Literal["samed2d", "medsam", "sam", "model"] | None = None,
+    device: str = "cpu",
+    trust: bool = False,
+) -> int:
+    """Evaluate a promptable 2D model (SAM, MedSAM, SAM-Med2D) under a prompt protocol on an SA-Med2D folder.
+
+    Dice / IoU (and NSD under medsam-box) per mask, means per modality and sub-dataset; writes OUT/prompts.json
+    (replay it with --prompts for another model), OUT/row.json and OUT/table.md (beside SAM-Med2D's published
+    numbers of the same protocol). Each image is encoded once for all its masks.
+
+    Args:
+        model: sam_vit_b, medsam_vit_b, sam_med2d_vit_b (or the tiny test models sam_tiny, sam_med2d_tiny).
+        protocol: samed2d-box, samed2d-points, samed2d-iterative or medsam-box.
+        data: SA-Med2D folder (full release or the SAM-Med2D demo layout).
+        out: output folder.
+        weights: a promptable weights name (sam_vit_b, medsam_vit_b, sam_med2d_vit_b, ft_sam_vit_b) or a file path;
+            none: random initialisation (tests only).
+        image_size: network input size (default: the model's; SAM-Med2D's table runs SAM at 256 and 1024).
+        points: points per mask under samed2d-points (1, 3 or 5).
+        iterations: decodings under samed2d-iterative (clicks between them).
+        box_shift: MedSAM box widening in pixels (default: the protocol's).
+        prompts: a prompts file to replay instead of drawing prompts.
+        seed: prompt and split seed.
+        split: samed2d-20 (20 % per sub-dataset, seeded), all, or index-test (the index's test list).
+        pipeline: replace the protocol's input pipeline (model: the model card's own, e.g. SAM's SamPredictor).
+        device: cpu or cuda.
+        trust: download weights whose source states no digest.
+
+    Example:
+        amos-zoo evaluate-prompts --model sam_med2d_vit_b --weights sam-med2d_b.pth --protocol samed2d-box
+            --data DIR --out runs/box
+    """
+    from amos_zoo.promptable.evaluate import evaluate_prompts as run
+
+    row = run(model, protocol, data, out, weights=weights, image_size=image_size, points=points,
+              iterations=iterations, box_shift=box_shift, prompts=prompts, seed=seed, split=split, device=device,
+              pipeline=pipeline, trust=trust)
+    if row["load_report"]:
+        print(row["load_report"]["summary"])
+    print((out / "table.md").read_text(), end="")
+    overall = row["summary"]["overall"]
+    print(f"{overall['n_masks']} masks, {row['masks_per_second']:.1f} masks/s; written: {out / 'row.json'}, "
+          f"{out / 'table.md'}, prompts: {row['prompts_file']}")
+    return 0
+
+
+@positional("runs")
+def prompt_table(runs: Path, out: Path | None = None) -> int:
+    """Collect evaluate-prompts rows (RUNS/**/row.json) into one table beside SAM-Med2D's published numbers.
+
+    Args:
+        runs: folder holding evaluate-prompts outputs.
+        out: write the table here as markdown (default: print only).
+
+    Example:
+        amos-zoo prompt-table runs/
+    """
+    import json
+
+    from amos_zoo.promptable.evaluate import prompt_table as render
+
+    rows = [json.loads(p.read_text()) for p in sorted(Path(runs).rglob("row.json"))]
+    rows = [r for r in rows if r.get("kind") == "promptable"]
+    if not rows:
+        raise FileNotFoundError(f"{runs}: no evaluate-prompts row.json below it")
+    text = render(rows)
+    if out is not None:
+        from amos_zoo.io import write_text
+
+        write_text(out, text)
+    print(text, end="")
+    return 0
+
+
 #: command name -> function (``protocol list`` / ``protocol show`` are nested under ``protocol``)
 COMMANDS = {
     "quickstart": quickstart,
@@ -665,4 +780,6 @@ COMMANDS = {
     "reproduce": reproduce,
     "table": table,
     "configs": configs,
+    "evaluate-prompts": evaluate_prompts,
+    "prompt-table": prompt_table,
 }

@@ -269,6 +269,9 @@ register_model(
 def create_model(name: str, in_channels: int = 1, out_channels: int = 16, **overrides: Any) -> nn.Module:
     """Build a registered model with its recipe defaults, updated by ``overrides``.
 
+    A promptable model's name (``sam_vit_b``, ``medsam_vit_b``, ``sam_med2d_vit_b``: :mod:`amos_zoo.promptable`)
+    builds that SAM-family network; it takes no channel arguments.
+
     Args:
         name: registry name (``amos-zoo models`` lists them).
         in_channels: input channels (1 for AMOS, 4 for MSD BrainTumour...).
@@ -276,6 +279,12 @@ def create_model(name: str, in_channels: int = 1, out_channels: int = 16, **over
         **overrides: MONAI constructor arguments replacing the recipe defaults (e.g. ``feature_size=12``).
     """
     if name not in MODEL_REGISTRY:
+        from amos_zoo.promptable.models import PROMPTABLE_MODELS, build_promptable
+
+        if name in PROMPTABLE_MODELS:  # a promptable 2D model (SAM family): image + prompt in, mask out
+            if (in_channels, out_channels) != (1, 16):
+                raise ValueError(f"{name} is a promptable model (RGB image + prompt -> mask): no channel arguments")
+            return build_promptable(name, **overrides)
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}")
     spec = MODEL_REGISTRY[name]
     args = {**spec.defaults, **overrides}

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from amos_zoo.card import ModelCard
 from amos_zoo.models.registry import build_network, encoder_keys
 from amos_zoo.weights.download import fetch
+from amos_zoo.weights.errors import WeightsLoadError
 from amos_zoo.weights.formats import RawWeights, card_of, is_encoder_only, predates_monai_1_5, read_weights_file
 from amos_zoo.weights.formats import to_model_keys as _to_model_keys
 from amos_zoo.weights.registry import WEIGHTS, WeightEntry
@@ -43,10 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class WeightsLoadError(RuntimeError):
-    """A load that would leave the model without the weights it was meant to get."""
 
 
 class UnverifiedWeightsError(ValueError):

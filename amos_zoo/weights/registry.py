@@ -332,4 +332,28 @@ def render_markdown() -> str:
             lines.append(f"- published {m.name}: {m.value} ({_cell(m.protocol)})")
         if e.notes:
             lines.append(f"- notes: {_cell(e.notes)}")
+    lines += _promptable_markdown()
     return "\n".join(lines) + "\n"
+
+
+def _promptable_markdown() -> list[str]:
+    """weights.md's section on the promptable 2D models' checkpoints (:mod:`amos_zoo.promptable.weights`)."""
+    from amos_zoo.promptable.weights import PROMPTABLE_WEIGHTS
+
+    lines = [
+        "",
+        "## Promptable 2D models (`amos-zoo evaluate-prompts --weights NAME`)",
+        "",
+        "| name | model | format | verified by | file | license |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in PROMPTABLE_WEIGHTS.values():
+        where = p.url if p.direct_download else f"{p.url} (*manual download*)"
+        check = f"SHA-256 `{p.sha256[:12]}…`" if p.sha256 else "not verified"
+        lines.append(f"| `{p.name}` | {p.model} | {p.fmt} | {check} | {where} | {_cell(p.license)} |")
+    for p in PROMPTABLE_WEIGHTS.values():
+        lines += ["", f"### `{p.name}`", "", f"- digest: {p.sha256 or 'none'} ({_cell(p.hash_source)})",
+                  f"- source: {_cell(p.source)}"]
+        if p.notes:
+            lines.append(f"- notes: {_cell(p.notes)}")
+    return lines
