@@ -122,8 +122,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         max_val_cases: use at most this many validation cases.
         dataset_json: index file, default ``root/dataset.json``.
         modality_override: case id -> CT/MRI, replacing the AMOS id rule.
-        seed: seed of the training order and augmentation (a function of seed, epoch and case index, so a
-            run resumed mid-epoch sees the same batches as an uninterrupted one).
+        seed: seed of the training order and augmentation (a function of seed, epoch and the sample's position in
+            the epoch, so every visit of a case has its own augmentation and a run resumed mid-epoch sees the same
+            batches as an uninterrupted one).
         spatial_dims: 3 for volumes; 2 for SA-Med2D-layout slice folders (``amos-zoo export-2d``): slices are read
             with their masks, grouped by 3D case for the validation hold-out, and cropped to a 2D ``patch_size``.
         fold: cross-validation fold (0..num_folds-1) over every labelled case of the task (the training and the
@@ -394,7 +395,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Random patches; ``batch_size`` volumes x ``num_samples`` patches per step.
 
-        Order and augmentation come from (seed, epoch, index); when training resumes from a mid-epoch
+        Order and augmentation come from (seed, epoch, position in the epoch's global order); when training resumes from a mid-epoch
         checkpoint, the batches of that epoch already trained are skipped.
         """
         sampler = EpochSeededSampler(

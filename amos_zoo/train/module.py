@@ -250,7 +250,11 @@ class SegmentationModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """nnU-Net v1's epoch bookkeeping for ``plateau`` and ``early_stop_patience``: every ``epoch_steps``
-        iterations, the mean loss updates its moving average, the scheduler steps on it, and patience is checked."""
+        iterations, the mean loss updates its moving average, the scheduler steps on it, and patience is checked.
+
+        Under DDP the epoch's mean loss is averaged over every process first (each has trained on its own samples),
+        so every process takes the same plateau decision, keeps the same learning rate and stops at the same step.
+        """
         hp = self.hparams
         if hp.scheduler != "plateau" and hp.early_stop_patience is None:
             return
@@ -260,6 +264,9 @@ class SegmentationModule(pl.LightningModule):
         if self.global_step == 0 or self.global_step % hp.epoch_steps:
             return
         epoch_loss = sum(state["losses"]) / len(state["losses"])
+        if self.trainer.world_size > 1:  # every process reaches this step together, so the collective matches
+            local = torch.tensor(epoch_loss, dtype=torch.float64, device=self.device)
+            epoch_loss = float(self.trainer.strategy.reduce(local, reduce_op="mean"))
         state["losses"] = []
         state["ma"] = epoch_loss if state["ma"] is None else 0.93 * state["ma"] + 0.07 * epoch_loss
         self.log("train/loss_ma", state["ma"])
