@@ -395,8 +395,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Random patches; ``batch_size`` volumes x ``num_samples`` patches per step.
 
-        Order and augmentation come from (seed, epoch, position in the epoch's global order); when training resumes from a mid-epoch
-        checkpoint, the batches of that epoch already trained are skipped.
+        Order and augmentation come from (seed, epoch, position in the epoch's global order); when training resumes
+        from a mid-epoch checkpoint, the batches of that epoch already trained are skipped.
         """
         sampler = EpochSeededSampler(
             self.train_ds,
