@@ -141,7 +141,7 @@ def run_reproduce(
     Long because its docstring is the command's --help text and the folds are run in order here.
     """
     from amos_zoo.console import quiet_third_party
-    from amos_zoo.experiments.run import config_file, run_experiment
+    from amos_zoo.experiments.run import config_file
     from amos_zoo.protocols import get_protocol
 
     quiet_third_party()  # a job: results and progress only (AMOS_ZOO_VERBOSE=1 shows all)
@@ -178,17 +178,30 @@ def run_reproduce(
     common += list(extra_args)
     info = {"smoke": smoke, "requested_protocol": protocol}
     if folds is None:
-        result = run_experiment(common, run_root, progress=progress, info=info)
+        result = _resumable_run(common, run_root, progress, info)
         return None if result is None else result.row
     results = []
-    for k in folds:
-        result = run_experiment(
-            [*common, "--data.fold", str(k)], run_root / f"fold_{k}", progress=progress, info={**info, "fold": k}
-        )
-        if result is None:
-            return None
-        results.append(result)
-    return _crossval_row(results, run_root, progress)
+    for k in folds:  # under DDP every process runs every fold (each fold's fit is a collective of all of them)
+        result = _resumable_run([*common, "--data.fold", str(k)], run_root / f"fold_{k}", progress, {**info, "fold": k})
+        if result is not None:
+            results.append(result)
+    return _crossval_row(results, run_root, progress) if results else None
+
+
+def _resumable_run(fit_args: list[str], run_dir: Path, progress: bool, info: dict):
+    """A run that a rerun of the same command does not repeat: a finished run with the same arguments is reused, an
+    interrupted one resumes from its newest checkpoint (pre-emption, last, SLURM requeue)."""
+    from amos_zoo.experiments.run import finished_experiment, resume_checkpoint, run_experiment
+
+    done = finished_experiment(run_dir, fit_args)
+    if done is not None:
+        print(f"{run_dir}: finished with the same configuration; reusing its row", flush=True)
+        return done
+    resume = resume_checkpoint(run_dir)
+    extra = ["--ckpt_path", str(resume)] if resume is not None else []
+    if resume is not None:
+        print(f"{run_dir}: resuming from {resume}", flush=True)
+    return run_experiment([*fit_args, *extra], run_dir, progress=progress, info=info, hash_args=fit_args)
 
 
 def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:

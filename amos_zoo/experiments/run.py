@@ -2,8 +2,10 @@
 metric suite -> a row (``row.json``). ``amos-zoo quickstart`` and ``amos-zoo reproduce`` are both this function
 with different configs.
 
-Under DDP, Lightning starts one process per device; only global rank 0 predicts, evaluates and writes the row
-(the others return None after fitting).
+Under DDP, Lightning starts one process per device; every process fits (and saves any checkpoint) together, then
+only global rank 0 predicts, evaluates and writes the row (the others return None after fitting). A fit stopped by
+a signal (:class:`~amos_zoo.train.callbacks.PreemptionCheckpoint`) raises
+:class:`~amos_zoo.train.callbacks.Preempted` on every process before anything is predicted or written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExperimentResult", "run_experiment", "config_file", "config_root", "dataset_hash", "load_rows"]
+__all__ = [
+    "ExperimentResult",
+    "run_experiment",
+    "config_file",
+    "config_root",
+    "config_hash",
+    "dataset_hash",
+    "finished_experiment",
+    "load_rows",
+    "resume_checkpoint",
+]
 
 
 def config_root() -> Path:
@@ -90,6 +102,7 @@ def run_experiment(
     progress: bool = True,
     device: str | None = None,
     info: dict[str, Any] | None = None,
+    hash_args: Sequence[str] | None = None,
 ) -> ExperimentResult | None:
     """Fit with ``amos-zoo fit`` arguments, predict the validation cases, evaluate them and write ``row.json``.
 
@@ -102,9 +115,14 @@ def run_experiment(
         progress: progress bars.
         device: where to predict (default: CUDA when available).
         info: extra fields for the row (task, model, protocol, fold, smoke...).
+        hash_args: the arguments whose :func:`config_hash` the row records (default ``fit_args``; a resumed run
+            passes them without its ``--ckpt_path``, so it counts as the same configuration).
 
     Returns:
         The result on global rank 0; None on the other DDP ranks.
+
+    Raises:
+        Preempted: on every process, when a signal stopped the fit (its checkpoint saved, nothing predicted).
 
     One function because it is the experiment's stages in order (fit, predict, evaluate, row), each a few calls.
     """
@@ -114,6 +132,7 @@ def run_experiment(
     from amos_zoo.infer.predictor import Predictor
     from amos_zoo.io import write_json
     from amos_zoo.metrics.evaluate import evaluate_folders
+    from amos_zoo.train.callbacks import Preempted, preempted_checkpoint
     from amos_zoo.train.cli import run_lightning_cli
     from amos_zoo.weights.loading import load_model
 
@@ -128,13 +147,17 @@ def run_experiment(
     cli = run_lightning_cli(args)
     fit_seconds = time.time() - start
     trainer, datamodule = cli.trainer, cli.datamodule
-    if not trainer.is_global_zero:
-        return None
+    preempted = preempted_checkpoint(trainer)
+    if preempted is not None:
+        raise Preempted(preempted)
     ckpt_cb = trainer.checkpoint_callback
     ckpt = Path((ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb else "")
-    if not ckpt.is_file():
+    # saving is a collective (every process takes part); rank 0's view of the files decides for all
+    if trainer.strategy.broadcast(not ckpt.is_file()):
         ckpt = run_dir / "final.ckpt"
         trainer.save_checkpoint(ckpt)
+    if not trainer.is_global_zero:
+        return None
 
     val_cases = datamodule.case_dicts("val")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -184,9 +207,40 @@ def run_experiment(
         "devices": int(trainer.world_size),
         "peak_memory_mb": _peak_memory_mb(),
         "metrics": row_metrics(summary),
+        "config_hash": config_hash(fit_args if hash_args is None else hash_args),
+        "val_cases": [{"case_id": c["case_id"], "label": str(c["label"])} for c in val_cases],
     }
     write_json(run_dir / "row.json", row)
     return ExperimentResult(row, summary, run_dir, ckpt, val_cases)
+
+
+def config_hash(fit_args: Sequence[str]) -> str:
+    """SHA-256 of a run's ``fit`` arguments (configs, protocol, data, overrides): a finished run is reused by a
+    rerun of the same command only when it was made with the same arguments."""
+    return hashlib.sha256(json.dumps(list(fit_args)).encode()).hexdigest()
+
+
+def finished_experiment(run_dir: str | Path, fit_args: Sequence[str]) -> ExperimentResult | None:
+    """The result of a run that already finished in ``run_dir`` with the same ``fit_args`` (its ``row.json``, its
+    evaluation summary and predictions kept); None when there is none or it was made with other arguments."""
+    run_dir = Path(run_dir)
+    row_file, summary_file = run_dir / "row.json", run_dir / "evaluation" / "summary.json"
+    if not (row_file.is_file() and summary_file.is_file()):
+        return None
+    row = json.loads(row_file.read_text())
+    if row.get("config_hash") != config_hash(fit_args) or "val_cases" not in row:
+        return None
+    summary = json.loads(summary_file.read_text())
+    return ExperimentResult(row, summary, run_dir, Path(row["checkpoint"]), row["val_cases"])
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint an interrupted run in ``run_dir`` left: ``preempted.ckpt`` (a signal), ``last.ckpt``
+    (validation, time interval) or Lightning's SLURM ``hpc_ckpt_*.ckpt`` (requeue); None when there is none."""
+    run_dir = Path(run_dir)
+    found = [run_dir / "checkpoints" / name for name in ("preempted.ckpt", "last.ckpt")]
+    found = [p for p in [*found, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def row_metrics(summary: dict) -> dict:

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-__all__ = ["PreemptionCheckpoint"]
+from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS, Preempted
+
+__all__ = ["PREEMPTED_EXIT_STATUS", "Preempted", "PreemptionCheckpoint", "preempted_checkpoint"]
+
+
+def preempted_checkpoint(trainer: pl.Trainer) -> Path | None:
+    """The checkpoint a :class:`PreemptionCheckpoint` of ``trainer`` saved on a signal (None: not pre-empted).
+    The same answer on every process (the save is decided over all of them)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, PreemptionCheckpoint) and callback.saved is not None:
+            return callback.saved
+    return None
 
 
 class PreemptionCheckpoint(pl.Callback):
@@ -25,6 +36,7 @@ class PreemptionCheckpoint(pl.Callback):
         self.dirpath = dirpath
         self.filename = filename
         self.received: int | None = None
+        self.saved: Path | None = None
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
@@ -69,6 +81,7 @@ class PreemptionCheckpoint(pl.Callback):
             folder = cb.dirpath if cb is not None and cb.dirpath else trainer.default_root_dir
         path = Path(folder) / self.filename
         trainer.save_checkpoint(path)
+        self.saved = path
         if trainer.is_global_zero:
             name = signal.Signals(self.received).name if self.received else "a signal"
             print(
