@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS, Preempted
 
-__all__ = ["PREEMPTED_EXIT_STATUS", "Preempted", "PreemptionCheckpoint", "preempted_checkpoint"]
+__all__ = ["PREEMPTED_EXIT_STATUS", "AtomicCheckpointIO", "Preempted", "PreemptionCheckpoint", "preempted_checkpoint"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic where the checkpoint lives: the file is written beside its target
+    under a name of this process (``.last.ckpt.<pid>.tmp``), flushed to disk and renamed over the target, so a run
+    killed while saving leaves the previous checkpoint whole. (Lightning's own writer stages the file in the system
+    temporary folder and moves it, which is a copy, not a rename, when that folder is on another file system, as
+    node-local ``/tmp`` is beside a cluster's shared disk.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (local and network file systems)."""
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(partial, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def preempted_checkpoint(trainer: pl.Trainer) -> Path | None:
