@@ -8,6 +8,7 @@ every checkpoint stores that card, so a checkpoint alone can segment a scan.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -148,6 +149,7 @@ class SegmentationModule(pl.LightningModule):
         self._pretrained_keys: set[str] = set()
         self.pretrained_report: Any = None
         self._plateau: Any = None
+        self._stitch_on_cpu = False  # validation's whole-volume output did not fit on the device
         self._fork_epoch: dict[str, Any] = {"losses": [], "ma": None, "best_ma": None, "best_epoch": 0, "epoch": 0}
 
     @property
@@ -285,7 +287,29 @@ class SegmentationModule(pl.LightningModule):
     # ---- validation -------------------------------------------------------------------------------
     @torch.no_grad()
     def sliding_window(self, image: torch.Tensor) -> torch.Tensor:
-        """Gaussian-weighted sliding-window logits of a whole volume."""
+        """Gaussian-weighted sliding-window logits of a whole volume.
+
+        When the whole-volume output (16 classes of a full AMOS scan) does not fit on the device beside the network,
+        the windows still run on the device and are stitched in CPU memory, for this and every later volume: the
+        Predictor's fallback (:meth:`amos_zoo.infer.predictor.Predictor._logits`), in validation.
+        """
+        if not self._stitch_on_cpu:
+            try:
+                return self._sliding_window(image, None)
+            except torch.OutOfMemoryError:
+                self._stitch_on_cpu = True
+            # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
+            if image.device.type == "cuda":
+                torch.cuda.empty_cache()
+            warnings.warn(
+                f"out of memory on {image.device} for a {tuple(image.shape[2:])} volume in validation; stitching "
+                "windows on the CPU from now on",
+                stacklevel=2,
+            )
+        return self._sliding_window(image, "cpu")
+
+    def _sliding_window(self, image: torch.Tensor, stitch_device: str | None) -> torch.Tensor:
+        extra = {} if stitch_device is None else {"sw_device": image.device, "device": stitch_device}
         return sliding_window_inference(
             image,
             roi_size=self.hparams.roi_size,
@@ -293,6 +317,7 @@ class SegmentationModule(pl.LightningModule):
             predictor=self,
             overlap=self.hparams.sw_overlap,
             mode=self.hparams.sw_mode,
+            **extra,
         )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
