@@ -128,6 +128,7 @@ def test_reproduce_folds_under_ddp_run_every_fold_on_every_rank(tmp_path):
     for k in (0, 1):
         fold = json.loads((root / f"fold_{k}" / "row.json").read_text())
         assert fold["devices"] == 2 and fold["checkpoint"].endswith("final.ckpt")
+        assert (fold["world_size"], fold["batch_per_process"], fold["global_batch"]) == (2, 1, 2)
         saved = torch.load(fold["checkpoint"], map_location="cpu", weights_only=True)
         assert saved["global_step"] == 4
     # every labelled amos-ct case of the synthetic set (3 training + 2 validation CT) validated once over the folds

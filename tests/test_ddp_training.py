@@ -1,6 +1,7 @@
 """Training at scale, simulated on the CPU: an epoch of ``epoch_iterations`` batches over fewer cases draws pairwise
-distinct samples on one process and on two (gloo); amos-paper's plateau schedule and early stop act on the loss
-averaged over every process, so both processes keep the same learning rate and stop at the same step."""
+distinct samples on one process and on two (gloo, a global batch split over them); amos-paper's plateau schedule and
+early stop act on the loss averaged over every process, so both processes keep the same learning rate and stop at
+the same step."""
 
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ DDP_SCRIPT = textwrap.dedent(
                 json.dump(record, f)
 
     pl.seed_everything(0)
-    dm = SegmentationDataModule(root, task="amos-ctmr", recipe="tiny", num_workers=0, batch_size=2,
-                                epoch_iterations=3, cache_dir=out + "/cache")
+    # nnU-Net v2's global batch of 4 split over the 2 processes: 2 each
+    dm = SegmentationDataModule(root, task="amos-ctmr", recipe="tiny", num_workers=0, batch_size=4,
+                                global_batch=True, epoch_iterations=3, cache_dir=out + "/cache")
     dm.recipe = dataclasses.replace(dm.recipe, intensity_prob=1.0)  # every sample's own intensity scale and shift
     # amos-paper's schedule with a short nnU-Net epoch (1 step): plateau without patience, early stop after 2 epochs
     model = SegmentationModule(arch="unet", arch_kwargs={"channels": (8, 16, 32), "strides": (2, 2),
@@ -105,7 +107,8 @@ def test_two_processes_draw_distinct_samples_and_keep_one_plateau_schedule(synth
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
-    # item: 3 batches of 2 per process and epoch = 12 samples over 4 cases; all pairwise distinct, across processes
+    # 3 batches of 2 (global batch 4) per process and epoch = 12 samples over 4 cases; pairwise distinct, across
+    # processes
     by_epoch = defaultdict(list)
     for rank in ranks:
         for epoch, digest in rank["samples"]:

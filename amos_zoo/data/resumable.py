@@ -41,6 +41,9 @@ class EpochSeededSampler(DistributedSampler):
         skip_epoch: the epoch in which to skip.
         epoch_iterations: batches per epoch and process (nnU-Net's fixed 250-iteration epoch): the order is made of
             shuffled passes over the cases, as many as needed; None: one pass over the cases is an epoch.
+        global_slots: a sample's batch position is its position in the global batch (this process's share comes
+            after those of the lower ranks), for a global batch split over the processes (nnU-Net v2's oversampling
+            rule over the global batch); False: its position in this process's batch.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class EpochSeededSampler(DistributedSampler):
         skip_batches: int = 0,
         skip_epoch: int = 0,
         epoch_iterations: int | None = None,
+        global_slots: bool = False,
     ):
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         super().__init__(
@@ -65,6 +69,7 @@ class EpochSeededSampler(DistributedSampler):
         self.skip_batches = skip_batches
         self.skip_epoch = skip_epoch
         self.epoch_iterations = epoch_iterations
+        self.global_slots = global_slots
 
     def __len__(self) -> int:
         if self.epoch_iterations is None:
@@ -83,7 +88,11 @@ class EpochSeededSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
         # permutation from seed + epoch, this process's shard: global positions rank, rank + N, rank + 2N...
         indices = self._fixed_length_order() if self.epoch_iterations else list(super().__iter__())
-        keys = [(self.epoch, self.rank + n * self.num_replicas, i, n % self.batch_size) for n, i in enumerate(indices)]
+        first_slot = self.rank * self.batch_size if self.global_slots else 0
+        keys = [
+            (self.epoch, self.rank + n * self.num_replicas, i, first_slot + n % self.batch_size)
+            for n, i in enumerate(indices)
+        ]
         if self.epoch == self.skip_epoch and self.skip_batches:
             keys = keys[self.skip_batches * self.batch_size :]
         return iter(keys)

@@ -205,6 +205,7 @@ def run_experiment(
         "wall_time_s": time.time() - start,
         "device": _device_name(),
         "devices": int(trainer.world_size),
+        **batch_fields(datamodule, int(trainer.world_size)),
         "peak_memory_mb": _peak_memory_mb(),
         "metrics": row_metrics(summary),
         "config_hash": config_hash(fit_args if hash_args is None else hash_args),
@@ -212,6 +213,17 @@ def run_experiment(
     }
     write_json(run_dir / "row.json", row)
     return ExperimentResult(row, summary, run_dir, ckpt, val_cases)
+
+
+def batch_fields(datamodule, world_size: int) -> dict[str, Any]:
+    """What a row records of the batch: processes, the batch of each and the global batch (volumes per step)."""
+    per_process, global_batch = datamodule.batch_layout(world_size)
+    return {
+        "world_size": world_size,
+        "batch_per_process": per_process,
+        "global_batch": global_batch,
+        "batch_rule": "global batch split over the processes" if datamodule.hparams.global_batch else "per process",
+    }
 
 
 def config_hash(fit_args: Sequence[str]) -> str:
