@@ -126,7 +126,7 @@ def test_sigterm_during_validation_ends_it_and_saves(synth_root, tmp_path):
     assert saved["global_step"] == 2
 
 
-REPRODUCE = textwrap.dedent(
+AMOS_ZOO_MAIN = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
@@ -156,7 +156,7 @@ def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(t
     from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS
 
     script = tmp_path / "reproduce.py"
-    script.write_text(REPRODUCE)
+    script.write_text(AMOS_ZOO_MAIN)
 
     def reproduce(out, **env):
         args = ["reproduce", "--smoke", "--task", "amos-ct", "--model", "unet", "--protocol", "quickstart"]
@@ -190,3 +190,26 @@ def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(t
     assert resumed["steps"] == straight["steps"] == [4, 4]
     assert resumed["fold_dice"] == straight["fold_dice"]
     assert resumed["metrics"] == straight["metrics"]
+
+
+def test_fit_preempted_exits_with_the_preempted_status(synth_root, tmp_path):
+    """`amos-zoo fit` stopped by SIGTERM: its checkpoint saved at that step, exit status 75 (retry)."""
+    from conftest import small_fit_args
+
+    from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS
+
+    script = tmp_path / "amos_zoo_main.py"
+    script.write_text(AMOS_ZOO_MAIN)
+    args = ["fit", *small_fit_args(synth_root, tmp_path / "cache", "amos-ct")]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "50"]
+    args += ["--trainer.val_check_interval", "100", "--trainer.enable_progress_bar", "false"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SIGTERM_AT": "run:2"},
+    )
+    assert done.returncode == PREEMPTED_EXIT_STATUS, (done.stdout + done.stderr)[-3000:]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "preempted.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 2
