@@ -153,6 +153,7 @@ AMOS_ZOO_MAIN = textwrap.dedent(
 def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(tmp_path):
     """SIGTERM in fold 1 of a two-fold smoke reproduce: exit status 75, fold 1's checkpoint saved, nothing predicted
     and no row; the same command again reuses fold 0, resumes fold 1, and the row equals an uninterrupted run's."""
+    from amos_zoo.experiments.run import resume_checkpoint
     from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS
 
     script = tmp_path / "reproduce.py"
@@ -177,13 +178,17 @@ def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(t
     root = tmp_path / "preempted" / "amos-ct" / "quickstart" / "unet"
     saved = torch.load(root / "fold_1" / "checkpoints" / "preempted.ckpt", weights_only=True, map_location="cpu")
     assert saved["global_step"] == 2
+    # the checkpoint names its run configuration: a rerun with other options would not resume from it
+    assert len(saved["amos_zoo"]["run_config_hash"]) == 64
+    assert resume_checkpoint(root / "fold_1", ["--trainer.max_steps", "8"]) is None
     assert not (root / "fold_1" / "row.json").exists() and not (root / "fold_1" / "predictions").exists()
     assert not (root / "row.json").exists()
     fold0_written = (root / "fold_0" / "row.json").stat().st_mtime_ns
 
     code, output = reproduce(tmp_path / "preempted")
     assert code == 0, output[-3000:]
-    assert "fold_0: finished with the same configuration" in output and "fold_1: resuming from" in output
+    assert "fold_0: finished with the same configuration" in output, output[-3000:]
+    assert f"fold_1: resuming from {root / 'fold_1' / 'checkpoints' / 'preempted.ckpt'}" in output, output[-3000:]
     assert (root / "fold_0" / "row.json").stat().st_mtime_ns == fold0_written  # fold 0 not run again
     straight = json.loads((tmp_path / "straight" / "amos-ct" / "quickstart" / "unet" / "row.json").read_text())
     resumed = json.loads((root / "row.json").read_text())

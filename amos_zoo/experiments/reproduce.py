@@ -191,17 +191,18 @@ def run_reproduce(
 def _resumable_run(fit_args: list[str], run_dir: Path, progress: bool, info: dict):
     """A run that a rerun of the same command does not repeat: a finished run with the same arguments is reused, an
     interrupted one resumes from its newest checkpoint (pre-emption, last, SLURM requeue)."""
-    from amos_zoo.experiments.run import finished_experiment, resume_checkpoint, run_experiment
+    from amos_zoo.experiments.run import finished_experiment, resume_checkpoint, run_config, run_experiment
 
     done = finished_experiment(run_dir, fit_args)
     if done is not None:
         print(f"{run_dir}: finished with the same configuration; reusing its row", flush=True)
         return done
-    resume = resume_checkpoint(run_dir)
+    resume = resume_checkpoint(run_dir, fit_args)
     extra = ["--ckpt_path", str(resume)] if resume is not None else []
     if resume is not None:
         print(f"{run_dir}: resuming from {resume}", flush=True)
-    return run_experiment([*fit_args, *extra], run_dir, progress=progress, info=info, hash_args=fit_args)
+    with run_config(fit_args):
+        return run_experiment([*fit_args, *extra], run_dir, progress=progress, info=info, hash_args=fit_args)
 
 
 def _crossval_row(results: list, run_root: Path, progress: bool) -> dict:

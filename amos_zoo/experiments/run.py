@@ -16,7 +16,8 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "finished_experiment",
     "load_rows",
     "resume_checkpoint",
+    "run_config",
 ]
 
 
@@ -246,13 +248,46 @@ def finished_experiment(run_dir: str | Path, fit_args: Sequence[str]) -> Experim
     return ExperimentResult(row, summary, run_dir, Path(row["checkpoint"]), row["val_cases"])
 
 
-def resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint an interrupted run in ``run_dir`` left: ``preempted.ckpt`` (a signal), ``last.ckpt``
-    (validation, time interval) or Lightning's SLURM ``hpc_ckpt_*.ckpt`` (requeue); None when there is none."""
+def resume_checkpoint(run_dir: str | Path, fit_args: Sequence[str]) -> Path | None:
+    """The checkpoint an interrupted run in ``run_dir`` with the same ``fit_args`` (its stored run configuration hash;
+    see :func:`run_config`) resumes from: the furthest trained of ``preempted.ckpt`` (a signal), Lightning's SLURM
+    ``hpc_ckpt_*.ckpt`` (requeue) and ``last.ckpt`` (validation, time interval), in that order of preference at the
+    same step (the ``last.ckpt`` Lightning writes when a pre-empted fit ends counts its epoch as finished, and a run
+    resumed from it would start the next epoch's samples one epoch late). None when there is none."""
+    import torch
+
     run_dir = Path(run_dir)
-    found = [run_dir / "checkpoints" / name for name in ("preempted.ckpt", "last.ckpt")]
-    found = [p for p in [*found, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    ckpts = run_dir / "checkpoints"
+    found = [ckpts / "preempted.ckpt", *sorted(run_dir.glob("hpc_ckpt_*.ckpt")), ckpts / "last.ckpt"]
+    wanted = config_hash(fit_args)
+    best: tuple[int, int, Path] | None = None
+    for preference, path in enumerate(p for p in found if p.is_file()):
+        try:  # memory-mapped: only the small metadata is read
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - a checkpoint that cannot be read is not resumed from
+            continue
+        if saved.get("amos_zoo", {}).get("run_config_hash") == wanted:
+            key = (int(saved.get("global_step", 0)), -preference, path)
+            best = key if best is None or key[:2] > best[:2] else best
+    return None if best is None else best[2]
+
+
+@contextmanager
+def run_config(fit_args: Sequence[str]) -> Iterator[None]:
+    """Within: every checkpoint written stores the configuration hash of ``fit_args`` (:func:`resume_checkpoint`)."""
+    import os
+
+    from amos_zoo.train.module import RUN_CONFIG_ENV
+
+    previous = os.environ.get(RUN_CONFIG_ENV)
+    os.environ[RUN_CONFIG_ENV] = config_hash(fit_args)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_CONFIG_ENV, None)
+        else:
+            os.environ[RUN_CONFIG_ENV] = previous
 
 
 def row_metrics(summary: dict) -> dict:

@@ -7,6 +7,7 @@ every checkpoint stores that card, so a checkpoint alone can segment a scan.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Any
@@ -22,7 +23,11 @@ from amos_zoo.data.recipes import Recipe
 from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import evaluate_case
 
-__all__ = ["SegmentationModule"]
+__all__ = ["RUN_CONFIG_ENV", "SegmentationModule"]
+
+#: environment variable with the hash of the run's configuration, stored in every checkpoint (``amos-zoo reproduce``
+#: sets it, so that a rerun resumes from a checkpoint only when it was written by the same configuration)
+RUN_CONFIG_ENV = "AMOS_ZOO_RUN_CONFIG"
 
 
 def check_deterministic_settings(device_type: str) -> None:
@@ -388,6 +393,8 @@ class SegmentationModule(pl.LightningModule):
         """Store the model card (and the dataset's label map as written), so a checkpoint alone can segment a scan,
         and nnU-Net v1's epoch bookkeeping (a resumed ``plateau`` run continues it)."""
         meta: dict[str, Any] = {"format": 2, "card": self.card.to_dict(), "fork_epoch": dict(self._fork_epoch)}
+        if os.environ.get(RUN_CONFIG_ENV):  # reproduce's run configuration: a rerun resumes only its own checkpoints
+            meta["run_config_hash"] = os.environ[RUN_CONFIG_ENV]
         if self._plateau is not None:
             meta["plateau"] = self._plateau.state_dict()
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
