@@ -122,5 +122,5 @@ def test_two_processes_draw_distinct_samples_and_keep_one_plateau_schedule(synth
     # the loss average, the learning rate at every step and the stopping step are the same on both processes
     assert ranks[0]["ma"] == ranks[1]["ma"]
     assert ranks[0]["lr"] == ranks[1]["lr"]
-    assert ranks[0]["stop"] == ranks[1]["stop"]
+    assert ranks[0]["stop"] == ranks[1]["stop"] < 12  # the early stop came, on both processes at the same step
     assert len(set(ranks[0]["lr"])) > 1  # the plateau schedule did lower the learning rate
