@@ -62,3 +62,12 @@ def test_atomic_checkpoint_io_leaves_the_previous_checkpoint_whole_when_a_save_f
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"global_step": 1}
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file left behind
+
+
+def test_time_interval_is_an_option(synth_root, tmp_path):
+    """As the README shows: the interval of the base configs' last callback, from the command line."""
+    args = [*small_fit_args(synth_root, tmp_path / "cache", "amos-ct"), "--trainer.logger", "false"]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.callbacks.train_time_interval", "0:10:00"]
+    cli = run_lightning_cli(args, run=False)
+    timed = [c._train_time_interval for c in cli.trainer.callbacks if getattr(c, "_train_time_interval", None)]
+    assert timed == [timedelta(minutes=10)]
