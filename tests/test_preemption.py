@@ -197,8 +197,9 @@ def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(t
     assert resumed["metrics"] == straight["metrics"]
 
 
-def test_fit_preempted_exits_with_the_preempted_status(synth_root, tmp_path):
-    """`amos-zoo fit` stopped by SIGTERM: its checkpoint saved at that step, exit status 75 (retry)."""
+def test_fit_under_ddp_preempted_exits_with_the_preempted_status(synth_root, tmp_path):
+    """`amos-zoo fit` on two gloo processes, both sent SIGTERM after step 2 (as SLURM signals every task): the
+    checkpoint saved together at that step, exit status 75 (retry) from rank 0, whose launcher reports it."""
     from conftest import small_fit_args
 
     from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS
@@ -208,12 +209,13 @@ def test_fit_preempted_exits_with_the_preempted_status(synth_root, tmp_path):
     args = ["fit", *small_fit_args(synth_root, tmp_path / "cache", "amos-ct")]
     args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "50"]
     args += ["--trainer.val_check_interval", "100", "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2"]  # rank 1 runs this script too: signalled alike
     done = subprocess.run(
         [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "SIGTERM_AT": "run:2"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "SIGTERM_AT": "run:2"},
     )
     assert done.returncode == PREEMPTED_EXIT_STATUS, (done.stdout + done.stderr)[-3000:]
     saved = torch.load(tmp_path / "run" / "checkpoints" / "preempted.ckpt", weights_only=True, map_location="cpu")

@@ -151,7 +151,7 @@ def run_experiment(
     trainer, datamodule = cli.trainer, cli.datamodule
     preempted = preempted_checkpoint(trainer)
     if preempted is not None:
-        raise Preempted(preempted)
+        raise Preempted(preempted, int(trainer.global_rank))
     ckpt_cb = trainer.checkpoint_callback
     ckpt = Path((ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb else "")
     # saving is a collective (every process takes part); rank 0's view of the files decides for all
