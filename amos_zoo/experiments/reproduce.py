@@ -190,7 +190,8 @@ def run_reproduce(
 
 def _resumable_run(fit_args: list[str], run_dir: Path, progress: bool, info: dict):
     """A run that a rerun of the same command does not repeat: a finished run with the same arguments is reused, an
-    interrupted one resumes from its newest checkpoint (pre-emption, last, SLURM requeue)."""
+    interrupted one resumes from its furthest checkpoint of the same arguments (pre-emption, SLURM requeue, last).
+    Under DDP every process decides alike: the files are read before the processes connect, and written after."""
     from amos_zoo.experiments.run import finished_experiment, resume_checkpoint, run_config, run_experiment
 
     done = finished_experiment(run_dir, fit_args)

@@ -252,8 +252,8 @@ def resume_checkpoint(run_dir: str | Path, fit_args: Sequence[str]) -> Path | No
     """The checkpoint an interrupted run in ``run_dir`` with the same ``fit_args`` (its stored run configuration hash;
     see :func:`run_config`) resumes from: the furthest trained of ``preempted.ckpt`` (a signal), Lightning's SLURM
     ``hpc_ckpt_*.ckpt`` (requeue) and ``last.ckpt`` (validation, time interval), in that order of preference at the
-    same step (the ``last.ckpt`` Lightning writes when a pre-empted fit ends counts its epoch as finished, and a run
-    resumed from it would start the next epoch's samples one epoch late). None when there is none."""
+    same step (resumed from the ``last.ckpt`` Lightning writes as a pre-empted fit ends, a run can take its next epoch
+    one epoch late: other samples than an uninterrupted run's). None when there is none."""
     import torch
 
     run_dir = Path(run_dir)

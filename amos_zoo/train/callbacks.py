@@ -53,7 +53,10 @@ class PreemptionCheckpoint(pl.Callback):
     """On SIGTERM or SIGINT (a cluster's pre-emption, Ctrl-C), save a checkpoint after the current step and stop.
 
     The checkpoint goes to ``dirpath/preempted.ckpt`` (default: the trainer's checkpoint folder, else its
-    ``default_root_dir``), written atomically by Lightning; resume with ``--ckpt_path`` pointing at it.
+    ``default_root_dir``), on every process together (written atomically by :class:`AtomicCheckpointIO` in the base
+    configs); resume with ``--ckpt_path`` pointing at it (not at a ``last.ckpt`` Lightning may write as the stopped fit
+    ends: resumed from that one, a run can take its next epoch one epoch late, measured on Lightning 2.6).
+    :func:`preempted_checkpoint` tells whether it happened.
 
     Args:
         dirpath: folder for the checkpoint.
