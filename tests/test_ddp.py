@@ -6,6 +6,7 @@ finishes with each case counted once."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -94,3 +95,41 @@ def test_validation_with_more_processes_than_cases_finishes(synth_root, tmp_path
     _amos_zoo(["validate", *common], tmp_path)
     logged = _logged(tmp_path / "run")
     assert logged["val/cases"] == 2 and 0.0 <= logged["val/mean_dice"]
+
+
+@pytest.mark.slow
+def test_reproduce_folds_under_ddp_run_every_fold_on_every_rank(tmp_path):
+    """Two folds under two gloo processes, with max_steps below the first validation and no checkpoint callback (the
+    fallback save after fitting is a collective on both processes); one cross-validation row at the end."""
+    fit_args = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.val_check_interval", "1000"]
+    fit_args += ["--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"]
+    out = _amos_zoo(
+        [
+            "reproduce",
+            "--smoke",
+            "--task",
+            "amos-ct",
+            "--model",
+            "unet",
+            "--protocol",
+            "quickstart",
+            "--folds",
+            "[0,1]",
+            "--out",
+            str(tmp_path / "runs"),
+            "--fit_args",
+            json.dumps(fit_args),
+        ],
+        tmp_path,
+    )
+    root = tmp_path / "runs" / "amos-ct" / "quickstart" / "unet"
+    row = json.loads((root / "row.json").read_text())
+    assert row["folds"] == [0, 1] and row["steps"] == [4, 4], out[-3000:]
+    for k in (0, 1):
+        fold = json.loads((root / f"fold_{k}" / "row.json").read_text())
+        assert fold["devices"] == 2 and fold["checkpoint"].endswith("final.ckpt")
+        assert (fold["world_size"], fold["batch_per_process"], fold["global_batch"]) == (2, 1, 2)
+        saved = torch.load(fold["checkpoint"], map_location="cpu", weights_only=True)
+        assert saved["global_step"] == 4
+    # every labelled amos-ct case of the synthetic set (3 training + 2 validation CT) validated once over the folds
+    assert row["metrics"]["cases"] == 5

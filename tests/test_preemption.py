@@ -3,6 +3,7 @@ saves a checkpoint and stops; DataLoader workers survive it; training resumes fr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -122,4 +123,100 @@ def test_sigterm_during_validation_ends_it_and_saves(synth_root, tmp_path):
     assert [line for line in output.splitlines() if line.startswith("VAL")] == ["VAL 0"], output
     assert "received SIGTERM: saved" in output and "DONE 2" in output, output
     saved = torch.load(tmp_path / "preempted.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 2
+
+
+AMOS_ZOO_MAIN = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from amos_zoo.train import callbacks
+
+    if os.environ.get("SIGTERM_AT"):  # "fold_1:2": a cluster's SIGTERM after step 2 of the run in folder fold_1
+        folder, step = os.environ["SIGTERM_AT"].split(":")
+        on_train_batch_end = callbacks.PreemptionCheckpoint.on_train_batch_end
+
+        def preempt_then_continue(self, trainer, *args):
+            if Path(trainer.default_root_dir).name == folder and trainer.global_step == int(step):
+                os.kill(os.getpid(), signal.SIGTERM)
+            on_train_batch_end(self, trainer, *args)
+
+        callbacks.PreemptionCheckpoint.on_train_batch_end = preempt_then_continue
+
+    from amos_zoo.cli.main import main
+
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(tmp_path):
+    """SIGTERM in fold 1 of a two-fold smoke reproduce: exit status 75, fold 1's checkpoint saved, nothing predicted
+    and no row; the same command again reuses fold 0, resumes fold 1, and the row equals an uninterrupted run's."""
+    from amos_zoo.experiments.run import resume_checkpoint
+    from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS
+
+    script = tmp_path / "reproduce.py"
+    script.write_text(AMOS_ZOO_MAIN)
+
+    def reproduce(out, **env):
+        args = ["reproduce", "--smoke", "--task", "amos-ct", "--model", "unet", "--protocol", "quickstart"]
+        args += ["--folds", "[0,1]", "--out", str(out), "--fit_args", '["--trainer.deterministic", "true"]']
+        done = subprocess.run(
+            [sys.executable, str(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    code, output = reproduce(tmp_path / "straight")
+    assert code == 0, output[-3000:]
+    code, output = reproduce(tmp_path / "preempted", SIGTERM_AT="fold_1:2")
+    assert code == PREEMPTED_EXIT_STATUS, output[-3000:]
+    root = tmp_path / "preempted" / "amos-ct" / "quickstart" / "unet"
+    saved = torch.load(root / "fold_1" / "checkpoints" / "preempted.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 2
+    # the checkpoint names its run configuration: a rerun with other options would not resume from it
+    assert len(saved["amos_zoo"]["run_config_hash"]) == 64
+    assert resume_checkpoint(root / "fold_1", ["--trainer.max_steps", "8"]) is None
+    assert not (root / "fold_1" / "row.json").exists() and not (root / "fold_1" / "predictions").exists()
+    assert not (root / "row.json").exists()
+    fold0_written = (root / "fold_0" / "row.json").stat().st_mtime_ns
+
+    code, output = reproduce(tmp_path / "preempted")
+    assert code == 0, output[-3000:]
+    assert "fold_0: finished with the same configuration" in output, output[-3000:]
+    assert f"fold_1: resuming from {root / 'fold_1' / 'checkpoints' / 'preempted.ckpt'}" in output, output[-3000:]
+    assert (root / "fold_0" / "row.json").stat().st_mtime_ns == fold0_written  # fold 0 not run again
+    straight = json.loads((tmp_path / "straight" / "amos-ct" / "quickstart" / "unet" / "row.json").read_text())
+    resumed = json.loads((root / "row.json").read_text())
+    assert resumed["steps"] == straight["steps"] == [4, 4]
+    assert resumed["fold_dice"] == straight["fold_dice"]
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_fit_under_ddp_preempted_exits_with_the_preempted_status(synth_root, tmp_path):
+    """`amos-zoo fit` on two gloo processes, both sent SIGTERM after step 2 (as SLURM signals every task): the
+    checkpoint saved together at that step, exit status 75 (retry) from rank 0, whose launcher reports it."""
+    from conftest import small_fit_args
+
+    from amos_zoo.train.preempted import PREEMPTED_EXIT_STATUS
+
+    script = tmp_path / "amos_zoo_main.py"
+    script.write_text(AMOS_ZOO_MAIN)
+    args = ["fit", *small_fit_args(synth_root, tmp_path / "cache", "amos-ct")]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "50"]
+    args += ["--trainer.val_check_interval", "100", "--trainer.enable_progress_bar", "false"]
+    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2"]  # rank 1 runs this script too: signalled alike
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "SIGTERM_AT": "run:2"},
+    )
+    assert done.returncode == PREEMPTED_EXIT_STATUS, (done.stdout + done.stderr)[-3000:]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "preempted.ckpt", weights_only=True, map_location="cpu")
     assert saved["global_step"] == 2

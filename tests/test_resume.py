@@ -1,5 +1,7 @@
 """A run killed with SIGKILL mid-epoch and resumed with ckpt_path="last" (what `amos-zoo fit --ckpt_path last`
-does) reaches exactly the same weights as an uninterrupted run with the same seed (CPU, deterministic mode)."""
+does) reaches exactly the same weights as an uninterrupted run with the same seed (CPU, deterministic mode). Epochs
+of 6 batches over 4 cases (``epoch_iterations``): every sample's random state comes from its position in the epoch,
+which the resumed run recomputes."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ SCRIPT = textwrap.dedent(
 
     pl.seed_everything(0)
     dm = SegmentationDataModule(root, task="amos-ctmr", recipe="tiny", num_workers=0, batch_size=1,
-                                cache_dir=out + "/cache", seed=0)
+                                cache_dir=out + "/cache", seed=0, epoch_iterations=6)
     model = SegmentationModule(arch="unet", arch_kwargs={"channels": (8, 16, 32), "strides": (2, 2),
                                "num_res_units": 1}, num_classes=16, roi_size=dm.patch_size, max_steps=steps,
                                lr=3e-3, warmup_steps=2)
@@ -61,7 +63,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(synth_root, tmp_pat
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     killed = _run(script, synth_root, tmp_path / "b", 10, 7, "fresh")
-    assert killed.returncode == -9  # SIGKILL, mid-epoch (4 batches per epoch)
+    assert killed.returncode == -9  # SIGKILL, mid-epoch (6 batches per epoch: the second epoch's second step)
     assert not (tmp_path / "b" / "final.pt").exists()
     resumed = _run(script, synth_root, tmp_path / "b", 10, -1, "resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

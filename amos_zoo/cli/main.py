@@ -105,8 +105,13 @@ def _run(argv: list[str]) -> int:
         args = args[args.action]
     fn = COMMANDS[name]
     kwargs = {k: v for k, v in vars(args).items() if k in inspect.signature(fn).parameters}
+    from amos_zoo.train.preempted import Preempted, preempted_exit_status
+
     try:
         return fn(**kwargs)
+    except Preempted as stopped:
+        print(f"amos-zoo {name}: {stopped}", file=sys.stderr)
+        return preempted_exit_status(stopped.global_rank)
     except (FileNotFoundError, ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"amos-zoo {name}: error: {err}", file=sys.stderr)
         return 2
@@ -156,14 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cache(argv[1:])
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from amos_zoo.data.index import DatasetError
+        from amos_zoo.train.callbacks import preempted_checkpoint
         from amos_zoo.train.cli import run_lightning_cli
+        from amos_zoo.train.preempted import preempted_exit_status
         from amos_zoo.weights.formats import UnsafeCheckpointError
 
         try:
-            run_lightning_cli(argv)
+            cli = run_lightning_cli(argv)
         except (UnsafeCheckpointError, DatasetError) as err:
             print(f"amos-zoo {argv[0]}: error: {err}", file=sys.stderr)
             return 2
+        if preempted_checkpoint(cli.trainer) is not None:  # the exit status tells a job script to resume
+            return preempted_exit_status(cli.trainer.global_rank)
         return 0
     return _run(argv)
 

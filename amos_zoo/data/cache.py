@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+import socket
 import warnings
+from copy import deepcopy
 
 import torch
 from monai.data import PersistentDataset
+from monai.data.utils import SUPPORTED_PICKLE_MOD
+from monai.utils import convert_to_tensor, look_up_option
 
 from amos_zoo.io import numpy_safe_globals
 
@@ -61,18 +67,40 @@ def recipe_cache_key(recipe) -> str:
 
 
 class ValidatedPersistentDataset(PersistentDataset):
-    """A MONAI PersistentDataset whose unreadable entries (a crashed run's truncated file, a corrupt file)
-    are deleted and rebuilt, never used. Entries are memory-mapped (``torch.load(mmap=True)``, copy-on-write), as
-    nnU-Net memory-maps its preprocessed arrays: a training crop reads the patch's pages, not the whole volume."""
+    """A MONAI PersistentDataset whose entries are written atomically where they live and never deleted by a reader.
+
+    Entries are memory-mapped (``torch.load(mmap=True)``, copy-on-write), as nnU-Net memory-maps its preprocessed
+    arrays: a training crop reads the patch's pages, not the whole volume. A new entry is written beside its final
+    name under a name of its own writer (``.<entry>.<host>.<pid>.<random>.tmp``) and renamed into place: several
+    writers (every node's local rank 0 filling one shared cache) never see each other's partial files, and none
+    removes another's. (MONAI stages the entry in the system temporary folder and moves it, which is a copy, not a
+    rename, when that folder is node-local and the cache on a shared disk.) An unreadable entry (a crashed run of an
+    older version, a corrupt disk) is rebuilt and renamed over, not deleted first.
+    """
 
     def _cachecheck(self, item_transformed):
-        if self.cache_dir is not None:
-            key = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
-            path = self.cache_dir / f"{key}.pt"
-            if path.is_file():
-                try:
-                    return torch.load(path, weights_only=self.weights_only, mmap=True)
-                except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt
-                    warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}); rebuilding it", stacklevel=2)
-                    path.unlink(missing_ok=True)
-        return super()._cachecheck(item_transformed)
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
+        key = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+        path = self.cache_dir / f"{key}.pt"
+        if path.is_file():
+            try:
+                return torch.load(path, weights_only=self.weights_only, mmap=True)
+            except Exception as err:  # noqa: BLE001 - any unreadable entry is rebuilt
+                warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}); rebuilding it", stacklevel=2)
+        item = self._pre_transform(deepcopy(item_transformed))  # keep the hashed original
+        partial = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(partial, "wb") as f:
+                torch.save(
+                    convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta),
+                    f,
+                    pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                    pickle_protocol=self.pickle_protocol,
+                )
+            os.replace(partial, path)
+        except PermissionError:  # a read-only cache: use the item without storing it (as MONAI does)
+            pass
+        finally:
+            partial.unlink(missing_ok=True)
+        return item

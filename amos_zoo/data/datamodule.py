@@ -122,8 +122,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         max_val_cases: use at most this many validation cases.
         dataset_json: index file, default ``root/dataset.json``.
         modality_override: case id -> CT/MRI, replacing the AMOS id rule.
-        seed: seed of the training order and augmentation (a function of seed, epoch and case index, so a
-            run resumed mid-epoch sees the same batches as an uninterrupted one).
+        seed: seed of the training order and augmentation (a function of seed, epoch and the sample's position in
+            the epoch, so every visit of a case has its own augmentation and a run resumed mid-epoch sees the same
+            batches as an uninterrupted one).
         spatial_dims: 3 for volumes; 2 for SA-Med2D-layout slice folders (``amos-zoo export-2d``): slices are read
             with their masks, grouped by 3D case for the validation hold-out, and cropped to a 2D ``patch_size``.
         fold: cross-validation fold (0..num_folds-1) over every labelled case of the task (the training and the
@@ -131,6 +132,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             (:func:`amos_zoo.data.folds.crossval_split`); None: the official training / validation split.
         num_folds: number of cross-validation folds.
         epoch_iterations: batches per training epoch (nnU-Net's 250); None: one pass over the training cases.
+        global_batch: under N processes (GPUs), ``batch_size`` is the global batch, split evenly over the processes
+            (nnU-Net v2), and foreground oversampling follows each sample's position in the global batch; False:
+            every process takes ``batch_size`` (nnU-Net v1, research-contributions), the global batch is N times it.
+            A global batch that N does not divide is refused. Protocol cards set it as their source does.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         fold: int | None = None,
         num_folds: int = 5,
         epoch_iterations: int | None = None,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -388,6 +394,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (runs on every process)."""
+        if stage in (None, "fit"):
+            self.batch_layout(self.world_size)  # refuse a global batch the processes cannot share, before any work
         if self.spatial_dims == 2:
             return self._setup_2d(stage)
         self.ensure_plan()
@@ -420,31 +428,58 @@ class SegmentationDataModule(pl.LightningDataModule):
         for _ in filled:
             pass
 
+    # ---- batches over processes ----------------------------------------------------------------------
+    def batch_layout(self, world_size: int) -> tuple[int, int]:
+        """``(per-process batch, global batch)`` under ``world_size`` processes; a clear error when ``global_batch``
+        cannot be split evenly."""
+        if not self.hparams.global_batch:
+            return self.batch_size, self.batch_size * world_size
+        if self.batch_size % world_size:
+            raise ValueError(
+                f"data.batch_size {self.batch_size} is the global batch (data.global_batch true, as nnU-Net v2 splits "
+                f"its plan's batch over the GPUs) and {world_size} processes cannot share it evenly; use a number of "
+                f"devices that divides {self.batch_size}, or set data.batch_size to a multiple of {world_size} (a "
+                "different recipe than the protocol's)"
+            )
+        return self.batch_size // world_size, self.batch_size
+
+    @property
+    def world_size(self) -> int:
+        """Training processes (1 without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
     # ---- loaders ------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         """Random patches; ``batch_size`` volumes x ``num_samples`` patches per step.
 
-        Order and augmentation come from (seed, epoch, index); when training resumes from a mid-epoch
-        checkpoint, the batches of that epoch already trained are skipped.
+        Order and augmentation come from (seed, epoch, position in the epoch's global order); when training resumes
+        from a mid-epoch checkpoint, the batches of that epoch already trained are skipped.
         """
+        per_process, global_batch = self.batch_layout(self.world_size)
         sampler = EpochSeededSampler(
             self.train_ds,
             seed=self.hparams.seed,
-            batch_size=self.batch_size,
+            batch_size=per_process,
             epoch_iterations=self.hparams.epoch_iterations,
+            global_slots=self.hparams.global_batch,
         )
         trainer = self.trainer
         if trainer is not None and trainer.fit_loop.restarting and trainer.global_step > 0:
             # batches of the current epoch trained before the restart, from the restored step count
             accumulate = trainer.accumulate_grad_batches
-            batches_per_epoch = math.ceil(len(sampler) / self.batch_size)
+            batches_per_epoch = math.ceil(len(sampler) / per_process)
             steps_per_epoch = math.ceil(batches_per_epoch / accumulate)
             sampler.skip_epoch = trainer.current_epoch
             done_steps = trainer.global_step - trainer.current_epoch * steps_per_epoch
             sampler.skip_batches = min(max(done_steps, 0) * accumulate, batches_per_epoch)
         return ResumableDataLoader(
-            EpochSeededDataset(self.train_ds, seed=self.hparams.seed, batch_size=self.batch_size),
-            batch_size=self.batch_size,
+            EpochSeededDataset(
+                self.train_ds,
+                seed=self.hparams.seed,
+                batch_size=global_batch if self.hparams.global_batch else per_process,
+            ),
+            batch_size=per_process,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=list_data_collate,

@@ -174,7 +174,7 @@ def run_reproduce(
     Long because its docstring is the command's --help text and the folds are run in order here.
     """
     from amos_zoo.console import quiet_third_party
-    from amos_zoo.experiments.run import config_file, run_experiment
+    from amos_zoo.experiments.run import config_file
     from amos_zoo.protocols import get_protocol
 
     quiet_third_party()  # a job: results and progress only (AMOS_ZOO_VERBOSE=1 shows all)
@@ -223,22 +223,45 @@ def run_reproduce(
         info["benchmark"] = "decathlon"
         info["scored_on"] = {r.name: list(r.labels) for r in regions}
     if folds is None:
-        result = run_experiment(common, run_root, progress=progress, info=info, regions=regions, **scoring)
+        result = _resumable_run(common, run_root, progress, info, regions=regions, **scoring)
         return None if result is None else result.row
     results = []
-    for k in folds:
-        result = run_experiment(
-            [*common, "--data.fold", str(k)],
-            run_root / f"fold_{k}",
-            progress=progress,
-            info={**info, "fold": k},
-            regions=regions,
-            **scoring,
-        )
-        if result is None:
-            return None
-        results.append(result)
-    return _crossval_row(results, run_root, progress, regions, scoring["empty_policy"])
+    for k in folds:  # under DDP every process runs every fold (each fold's fit is a collective of all of them)
+        fold_args, fold_info = [*common, "--data.fold", str(k)], {**info, "fold": k}
+        result = _resumable_run(fold_args, run_root / f"fold_{k}", progress, fold_info, regions=regions, **scoring)
+        if result is not None:
+            results.append(result)
+    return _crossval_row(results, run_root, progress, regions, scoring["empty_policy"]) if results else None
+
+
+def _resumable_run(fit_args: list[str], run_dir: Path, progress: bool, info: dict, **scoring: Any):
+    """A run that a rerun of the same command does not repeat: a finished run with the same arguments and scoring
+    (checkpoint choice, empty-organ rule, regions) is reused, an interrupted one resumes from its furthest checkpoint
+    of the same arguments (pre-emption, SLURM requeue, last). Under DDP every process decides alike: the files are
+    read before the processes connect, and written after."""
+    from amos_zoo.experiments.run import finished_experiment, resume_checkpoint, run_config, run_experiment
+
+    done = finished_experiment(run_dir, fit_args)
+    if done is not None and _scored_alike(done.row, scoring):
+        print(f"{run_dir}: finished with the same configuration; reusing its row", flush=True)
+        return done
+    resume = resume_checkpoint(run_dir, fit_args)
+    extra = ["--ckpt_path", str(resume)] if resume is not None else []
+    if resume is not None:
+        print(f"{run_dir}: resuming from {resume}", flush=True)
+    with run_config(fit_args):
+        return run_experiment([*fit_args, *extra], run_dir, progress=progress, info=info, hash_args=fit_args, **scoring)
+
+
+def _scored_alike(row: dict, scoring: dict) -> bool:
+    """Whether a finished run's row was scored as this command asks (checkpoint, empty-organ rule, regions)."""
+    regions = scoring.get("regions")
+    wanted_regions = None if regions is None else {r.name: list(r.labels) for r in regions}
+    return (
+        row.get("checkpoint_choice", "").split(":")[0] == scoring.get("checkpoint", "best")
+        and row.get("empty_policy") == scoring.get("empty_policy", "score")
+        and row.get("scored_on") == wanted_regions
+    )
 
 
 def _crossval_row(

@@ -2,8 +2,10 @@
 metric suite -> a row (``row.json``). ``amos-zoo quickstart`` and ``amos-zoo reproduce`` are both this function
 with different configs.
 
-Under DDP, Lightning starts one process per device; only global rank 0 predicts, evaluates and writes the row
-(the others return None after fitting).
+Under DDP, Lightning starts one process per device; every process fits (and saves any checkpoint) together, then
+only global rank 0 predicts, evaluates and writes the row (the others return None after fitting). A fit stopped by
+a signal (:class:`~amos_zoo.train.callbacks.PreemptionCheckpoint`) raises
+:class:`~amos_zoo.train.callbacks.Preempted` on every process before anything is predicted or written.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,12 @@ __all__ = [
     "run_experiment",
     "config_file",
     "config_root",
+    "config_hash",
     "dataset_hash",
+    "finished_experiment",
     "load_rows",
+    "resume_checkpoint",
+    "run_config",
     "CHECKPOINT_LABELS",
 ]
 
@@ -95,6 +102,7 @@ def run_experiment(
     regions: Sequence[Any] | None = None,
     checkpoint: str = "best",
     empty_policy: str = "score",
+    hash_args: Sequence[str] | None = None,
 ) -> ExperimentResult | None:
     """Fit with ``amos-zoo fit`` arguments, predict the validation cases, evaluate them and write ``row.json``.
 
@@ -112,9 +120,14 @@ def run_experiment(
         checkpoint: ``final`` (the weights at the end of training, saved as ``checkpoints/final.ckpt``) or ``best``
             (the best validation checkpoint; the final one when validation never saved one); the row labels it.
         empty_policy: the metric suite's empty-organ rule (``score``, ``ignore`` or ``nnunet``).
+        hash_args: the arguments whose :func:`config_hash` the row records (default ``fit_args``; a resumed run
+            passes them without its ``--ckpt_path``, so it counts as the same configuration).
 
     Returns:
         The result on global rank 0; None on the other DDP ranks.
+
+    Raises:
+        Preempted: on every process, when a signal stopped the fit (its checkpoint saved, nothing predicted).
 
     One function because it is the experiment's stages in order (fit, predict, evaluate, row), each a few calls.
     """
@@ -124,6 +137,7 @@ def run_experiment(
     from amos_zoo.infer.predictor import Predictor
     from amos_zoo.io import write_json
     from amos_zoo.metrics.evaluate import evaluate_folders
+    from amos_zoo.train.callbacks import Preempted, preempted_checkpoint
     from amos_zoo.train.cli import run_lightning_cli
     from amos_zoo.weights.loading import load_model
 
@@ -140,8 +154,11 @@ def run_experiment(
     trainer, datamodule = cli.trainer, cli.datamodule
     if checkpoint not in CHECKPOINT_LABELS:
         raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_LABELS)}, got {checkpoint!r}")
+    preempted = preempted_checkpoint(trainer)
+    if preempted is not None:
+        raise Preempted(preempted, int(trainer.global_rank))
     final = run_dir / "checkpoints" / "final.ckpt"
-    trainer.save_checkpoint(final)  # on every rank: Lightning's save ends with a barrier
+    trainer.save_checkpoint(final)  # on every rank: saving is a collective (Lightning's save ends with a barrier)
     if not trainer.is_global_zero:
         return None
     ckpt_cb = trainer.checkpoint_callback
@@ -199,11 +216,87 @@ def run_experiment(
         "wall_time_s": time.time() - start,
         "device": _device_name(),
         "devices": int(trainer.world_size),
+        **batch_fields(datamodule, int(trainer.world_size)),
         "peak_memory_mb": _peak_memory_mb(),
         "metrics": row_metrics(summary),
+        "config_hash": config_hash(fit_args if hash_args is None else hash_args),
+        "val_cases": [{"case_id": c["case_id"], "label": str(c["label"])} for c in val_cases],
     }
     write_json(run_dir / "row.json", row)
     return ExperimentResult(row, summary, run_dir, ckpt, val_cases)
+
+
+def batch_fields(datamodule, world_size: int) -> dict[str, Any]:
+    """What a row records of the batch: processes, the batch of each and the global batch (volumes per step)."""
+    per_process, global_batch = datamodule.batch_layout(world_size)
+    return {
+        "world_size": world_size,
+        "batch_per_process": per_process,
+        "global_batch": global_batch,
+        "batch_rule": "global batch split over the processes" if datamodule.hparams.global_batch else "per process",
+    }
+
+
+def config_hash(fit_args: Sequence[str]) -> str:
+    """SHA-256 of a run's ``fit`` arguments (configs, protocol, data, overrides): a finished run is reused by a
+    rerun of the same command only when it was made with the same arguments."""
+    return hashlib.sha256(json.dumps(list(fit_args)).encode()).hexdigest()
+
+
+def finished_experiment(run_dir: str | Path, fit_args: Sequence[str]) -> ExperimentResult | None:
+    """The result of a run that already finished in ``run_dir`` with the same ``fit_args`` (its ``row.json``, its
+    evaluation summary and predictions kept); None when there is none or it was made with other arguments."""
+    run_dir = Path(run_dir)
+    row_file, summary_file = run_dir / "row.json", run_dir / "evaluation" / "summary.json"
+    if not (row_file.is_file() and summary_file.is_file()):
+        return None
+    row = json.loads(row_file.read_text())
+    if row.get("config_hash") != config_hash(fit_args) or "val_cases" not in row:
+        return None
+    summary = json.loads(summary_file.read_text())
+    return ExperimentResult(row, summary, run_dir, Path(row["checkpoint"]), row["val_cases"])
+
+
+def resume_checkpoint(run_dir: str | Path, fit_args: Sequence[str]) -> Path | None:
+    """The checkpoint an interrupted run in ``run_dir`` with the same ``fit_args`` (its stored run configuration hash;
+    see :func:`run_config`) resumes from: the furthest trained of ``preempted.ckpt`` (a signal), Lightning's SLURM
+    ``hpc_ckpt_*.ckpt`` (requeue) and ``last.ckpt`` (validation, time interval), in that order of preference at the
+    same step (resumed from the ``last.ckpt`` Lightning writes as a pre-empted fit ends, a run can take its next epoch
+    one epoch late: other samples than an uninterrupted run's). None when there is none."""
+    import torch
+
+    run_dir = Path(run_dir)
+    ckpts = run_dir / "checkpoints"
+    found = [ckpts / "preempted.ckpt", *sorted(run_dir.glob("hpc_ckpt_*.ckpt")), ckpts / "last.ckpt"]
+    wanted = config_hash(fit_args)
+    best: tuple[int, int, Path] | None = None
+    for preference, path in enumerate(p for p in found if p.is_file()):
+        try:  # memory-mapped: only the small metadata is read
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - a checkpoint that cannot be read is not resumed from
+            continue
+        if saved.get("amos_zoo", {}).get("run_config_hash") == wanted:
+            key = (int(saved.get("global_step", 0)), -preference, path)
+            best = key if best is None or key[:2] > best[:2] else best
+    return None if best is None else best[2]
+
+
+@contextmanager
+def run_config(fit_args: Sequence[str]) -> Iterator[None]:
+    """Within: every checkpoint written stores the configuration hash of ``fit_args`` (:func:`resume_checkpoint`)."""
+    import os
+
+    from amos_zoo.train.module import RUN_CONFIG_ENV
+
+    previous = os.environ.get(RUN_CONFIG_ENV)
+    os.environ[RUN_CONFIG_ENV] = config_hash(fit_args)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_CONFIG_ENV, None)
+        else:
+            os.environ[RUN_CONFIG_ENV] = previous
 
 
 def row_metrics(summary: dict) -> dict:

@@ -7,7 +7,9 @@ every checkpoint stores that card, so a checkpoint alone can segment a scan.
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,7 +24,11 @@ from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import evaluate_case
 from amos_zoo.models.registry import build_network, network_kwargs
 
-__all__ = ["SegmentationModule"]
+__all__ = ["RUN_CONFIG_ENV", "SegmentationModule"]
+
+#: environment variable with the hash of the run's configuration, stored in every checkpoint (``amos-zoo reproduce``
+#: sets it, so that a rerun resumes from a checkpoint only when it was written by the same configuration)
+RUN_CONFIG_ENV = "AMOS_ZOO_RUN_CONFIG"
 
 
 def check_deterministic_settings(device_type: str) -> None:
@@ -155,6 +161,7 @@ class SegmentationModule(pl.LightningModule):
         self._pretrained_keys: set[str] = set()
         self.pretrained_report: Any = None
         self._plateau: Any = None
+        self._stitch_on_cpu = False  # validation's whole-volume output did not fit on the device
         self._fork_epoch: dict[str, Any] = {"losses": [], "ma": None, "best_ma": None, "best_epoch": 0, "epoch": 0}
 
     @property
@@ -309,7 +316,11 @@ class SegmentationModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """nnU-Net v1's epoch bookkeeping for ``plateau`` and ``early_stop_patience``: every ``epoch_steps``
-        iterations, the mean loss updates its moving average, the scheduler steps on it, and patience is checked."""
+        iterations, the mean loss updates its moving average, the scheduler steps on it, and patience is checked.
+
+        Under DDP the epoch's mean loss is averaged over every process first (each has trained on its own samples),
+        so every process takes the same plateau decision, keeps the same learning rate and stops at the same step.
+        """
         hp = self.hparams
         if hp.scheduler != "plateau" and hp.early_stop_patience is None:
             return
@@ -319,6 +330,9 @@ class SegmentationModule(pl.LightningModule):
         if self.global_step == 0 or self.global_step % hp.epoch_steps:
             return
         epoch_loss = sum(state["losses"]) / len(state["losses"])
+        if self.trainer.world_size > 1:  # every process reaches this step together, so the collective matches
+            local = torch.tensor(epoch_loss, dtype=torch.float64, device=self.device)
+            epoch_loss = float(self.trainer.strategy.reduce(local, reduce_op="mean"))
         state["losses"] = []
         state["ma"] = epoch_loss if state["ma"] is None else 0.93 * state["ma"] + 0.07 * epoch_loss
         self.log("train/loss_ma", state["ma"])
@@ -337,7 +351,29 @@ class SegmentationModule(pl.LightningModule):
     # ---- validation -------------------------------------------------------------------------------
     @torch.no_grad()
     def sliding_window(self, image: torch.Tensor) -> torch.Tensor:
-        """Gaussian-weighted sliding-window logits of a whole volume."""
+        """Gaussian-weighted sliding-window logits of a whole volume.
+
+        When the whole-volume output (16 classes of a full AMOS scan) does not fit on the device beside the network,
+        the windows still run on the device and are stitched in CPU memory, for this and every later volume: the
+        Predictor's fallback (:meth:`amos_zoo.infer.predictor.Predictor._logits`), in validation.
+        """
+        if not self._stitch_on_cpu:
+            try:
+                return self._sliding_window(image, None)
+            except torch.OutOfMemoryError:
+                self._stitch_on_cpu = True
+            # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
+            if image.device.type == "cuda":
+                torch.cuda.empty_cache()
+            warnings.warn(
+                f"out of memory on {image.device} for a {tuple(image.shape[2:])} volume in validation; stitching "
+                "windows on the CPU from now on",
+                stacklevel=2,
+            )
+        return self._sliding_window(image, "cpu")
+
+    def _sliding_window(self, image: torch.Tensor, stitch_device: str | None) -> torch.Tensor:
+        extra = {} if stitch_device is None else {"sw_device": image.device, "device": stitch_device}
         return sliding_window_inference(
             image,
             roi_size=self.hparams.roi_size,
@@ -345,6 +381,7 @@ class SegmentationModule(pl.LightningModule):
             predictor=self,
             overlap=self.hparams.sw_overlap,
             mode=self.hparams.sw_mode,
+            **extra,
         )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -415,6 +452,8 @@ class SegmentationModule(pl.LightningModule):
         """Store the model card (and the dataset's label map as written), so a checkpoint alone can segment a scan,
         and nnU-Net v1's epoch bookkeeping (a resumed ``plateau`` run continues it)."""
         meta: dict[str, Any] = {"format": 2, "card": self.card.to_dict(), "fork_epoch": dict(self._fork_epoch)}
+        if os.environ.get(RUN_CONFIG_ENV):  # reproduce's run configuration: a rerun resumes only its own checkpoints
+            meta["run_config_hash"] = os.environ[RUN_CONFIG_ENV]
         if self._plateau is not None:
             meta["plateau"] = self._plateau.state_dict()
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
