@@ -96,8 +96,8 @@ class Mode:
 
 _SMOKE_NET = {
     "unetr": ([32, 32, 32], {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "feature_size": 8}),
-    "swin_unetr": ([32, 32, 32], {"feature_size": 12, "use_checkpoint": True}),
-    "vnet": ([32, 32, 32], {"dropout_prob_down": 0.5}),
+    "swin_unetr": ([64, 64, 32], {"feature_size": 12, "use_checkpoint": True}),  # deepest stage 2x2x1
+    "vnet": ([16, 16, 16], {"dropout_prob_down": 0.5}),  # MONAI's VNet has no width setting
     "dynunet": (
         [32, 32, 16],
         {
@@ -117,6 +117,7 @@ def _smoke_shrink() -> dict[tuple[str, str], list[str]]:
     for protocol, model in CONFIGS:
         patch, kwargs = _SMOKE_NET[model]
         out[(protocol, model)] = ["--data.patch_size", json.dumps(patch), "--model.arch_kwargs", json.dumps(kwargs)]
+        out[(protocol, model)] += ["--data.num_samples", "1"]
     return out
 
 
@@ -138,12 +139,12 @@ GPU = Mode(
 )
 SMOKE = Mode(
     name="smoke",
-    train_shape=(80, 64, 40),
+    train_shape=(48, 40, 24),  # the middle of the phantom abdomen
     train_spacing=(3.5, 3.5, 5.0),
     n_train=2,
     n_val=1,
-    scan_shape=(96, 80, 48),
-    scan_spacing=(3.0, 3.0, 4.0),
+    scan_shape=(48, 40, 24),
+    scan_spacing=(3.5, 3.5, 5.0),
     warmup_steps=1,
     measure_steps=2,
     box_s=None,
@@ -619,8 +620,9 @@ def precision_row(trained: Trained, mode: Mode, row: dict) -> None:
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        steps(False, 2 if mode.box_s else 1)  # warm-up: autotuning of each precision's kernels
-        steps(True, 2 if mode.box_s else 1)
+        if mode.box_s is not None:  # warm-up: autotuning of each precision's kernels
+            steps(False, 2)
+            steps(True, 2)
         for _ in range(3):
             times["fp32"].append(steps(False, k))
             times["bf16"].append(steps(True, k))
@@ -700,7 +702,7 @@ def predict_row(trained: Trained, image: Any, scan: Path, out_dir: Path, row: di
     row["labels_present"] = int(len(np.unique(labels)))
 
 
-def fit_row(root: Path, work: Path, mode: Mode, row: dict, timeout_s: float | None) -> None:
+def fit_row(root: Path, work: Path, out: Path, mode: Mode, row: dict, timeout_s: float | None) -> None:
     """One real `amos-zoo fit` through the command line (a separate process, as a user runs it)."""
     import csv
 
@@ -714,7 +716,7 @@ def fit_row(root: Path, work: Path, mode: Mode, row: dict, timeout_s: float | No
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
     row["fit_s"] = round(time.perf_counter() - start, 3)
     row["rc"] = done.returncode
-    (work / "fit.log").write_text(done.stdout + done.stderr)
+    (out / "fit.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"amos-zoo fit exited {done.returncode}: {(done.stdout + done.stderr)[-1500:]}")
     row["checkpoints"] = sorted(p.name for p in run_dir.glob("checkpoints/*.ckpt"))
@@ -764,6 +766,7 @@ def run_measurements(out: Path, work: Path, mode: Mode, budget_s: float | None) 
             "cuda": torch.version.cuda,
             "cpus": os.cpu_count(),
             "budget_s": budget_s,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
     )
     with recorded(rows, {"kind": "data"}) as row:
@@ -815,7 +818,7 @@ def run_measurements(out: Path, work: Path, mode: Mode, budget_s: float | None) 
     if allowed("fit", *FIT_CONFIG, reserved=True):
         with recorded(rows, {"kind": "fit", "protocol": FIT_CONFIG[0], "model": FIT_CONFIG[1]}) as row:
             left = budget.left()
-            fit_row(root, work, mode, row, None if left == float("inf") else max(30.0, left))
+            fit_row(root, work, out, mode, row, None if left == float("inf") else max(30.0, left))
     failed = [r for r in rows.rows if r["status"] == "error"]
     print(f"gpu_check: {len(rows.rows)} rows, {len(failed)} failed, in {out / 'gpu_run.jsonl'}")
     return len(failed)
