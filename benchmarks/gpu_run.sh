@@ -7,8 +7,8 @@
 #   benchmarks/gpu_run.sh --smoke    # every row on a CPU with tiny sizes (run by the test suite)
 #   benchmarks/gpu_run.sh --check    # every configuration the GPU run uses, at full size, without training (suite)
 #
-# Time limits exist only on the GPU machine, whose lease is short: preflight 60 s, the rows 330 s (their own
-# budget is 280 s), so the whole run ends within 6 minutes. --smoke and --check have none (CI machines differ 2x).
+# Time limits exist only on the GPU machine, whose lease is short: preflight 30 s, the rows 320 s (their own
+# budget is 285 s), so the whole run ends within 6 minutes. --smoke and --check have none (CI machines differ 2x).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=gpu
@@ -39,7 +39,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout itself, with
 
 CPU_OK=()
 [[ $MODE != gpu ]] && CPU_OK=(--cpu-ok)
-limit 60 "$PY" benchmarks/gpu_preflight.py --out "$OUT/device.txt" "${CPU_OK[@]}"
+limit 30 "$PY" benchmarks/gpu_preflight.py --out "$OUT/device.txt" "${CPU_OK[@]}"
 rc=$?
 if [[ $rc -ne 0 ]]; then
   echo "STOP: preflight failed (rc=$rc); the reason is the last line of $OUT/device.txt"
@@ -57,7 +57,7 @@ if [[ -z "${WORK:-}" ]]; then  # scratch data and runs, removed at the end
 fi
 SMOKE=()
 [[ $MODE == smoke ]] && SMOKE=(--smoke)
-limit 330 "$PY" benchmarks/gpu_check.py "${SMOKE[@]}" --out "$OUT" --work "$WORK" 2>&1 | tee "$OUT/gpu_check.log"
+limit 320 "$PY" benchmarks/gpu_check.py "${SMOKE[@]}" --out "$OUT" --work "$WORK" 2>&1 | tee "$OUT/gpu_check.log"
 status=${PIPESTATUS[0]}
 "$PY" benchmarks/gpu_report.py "$OUT/gpu_run.jsonl" --device "$OUT/device.txt" --out "$OUT/gpu_report.md" || status=1
 echo "gpu_run ($MODE): exit $status; rows in $OUT/gpu_run.jsonl, table in $OUT/gpu_report.md"
