@@ -152,7 +152,7 @@ def render(rows: list[dict], device_text: str | None = None) -> str:
                     _f(r.get("preprocess_s"), 2),
                     _f(r.get("network_fp32_s"), 2),
                     _f(r.get("network_bf16_s"), 2),
-                    _f(r.get("network_bf16_tta_s"), 2),
+                    "skipped (budget)" if r.get("network_bf16_tta_skipped") else _f(r.get("network_bf16_tta_s"), 2),
                     _f(r.get("resample_s"), 2),
                     _f(r.get("write_s"), 2),
                     _f(r.get("network_bf16_peak_allocated_gb"), 2),
