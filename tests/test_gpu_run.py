@@ -176,3 +176,15 @@ def test_results_page_is_rendered_from_the_committed_run(tmp_path):
     assert out.read_text() == (REPO / "benchmarks/results/gpu.md").read_text()  # render it again after a run
     if not report.DEFAULT_ROWS.is_file():
         assert "No GPU run exists yet" in out.read_text()
+
+
+def test_rows_past_the_budget_are_recorded_as_skipped(tmp_path):
+    from dataclasses import replace
+
+    gpu_check = _bench("gpu_check")
+    expensive = replace(gpu_check.SMOKE, estimate_s={kind: 10**6 for kind in ("train", "workers", "ddp", "fit")})
+    failed = gpu_check.run_measurements(tmp_path, tmp_path / "work", expensive, budget_s=30.0)
+    assert failed == 0
+    rows = _rows(tmp_path / "gpu_run.jsonl")
+    assert [r["kind"] for r in rows] == ["device", "data"] + ["train"] * 5 + ["workers", "ddp", "fit"]
+    assert all(r["status"] == "skipped" and "budget left" in r["error"] for r in rows[2:])
