@@ -44,6 +44,7 @@ CPU_OK=()
 [[ $MODE != gpu ]] && CPU_OK=(--cpu-ok)
 limit 60 "$PY" benchmarks/gpu_preflight.py --out "$OUT/device.txt" "${CPU_OK[@]}"
 rc=$?
+[[ $rc -eq 124 ]] && echo "STOP: the preflight did not finish within 60 s" >>"$OUT/device.txt"
 if [[ $rc -ne 0 ]]; then
   echo "STOP: preflight failed (rc=$rc); the reason is the last line of $OUT/device.txt"
   exit "$rc"
