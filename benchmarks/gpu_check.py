@@ -24,8 +24,8 @@ is recorded with its error and the run goes on. ``benchmarks/gpu_report.py`` ren
 * ``precision``: the same network and batch, training steps in fp32 and in bf16 autocast, interleaved (3 repeats,
   median and spread); fp32 convolutions use TF32, PyTorch's default.
 * ``predict``: a synthetic 512 x 512 x 300 scan with the just-trained network and the protocol's window: load,
-  preprocess, network (fp32, bf16; bf16 with mirror TTA where the recipe mirrors), resample to the scan's grid,
-  write, with peak GPU memory per network pass.
+  preprocess, network (fp32, bf16; bf16 with mirror TTA where the protocol predicts with it), resample to the
+  scan's grid, write, with peak GPU memory per network pass.
 * ``workers``: the nnU-Net augmentation's data wait with 15 loader workers instead of gpu.yaml's 8.
 * ``ddp``: one model's step time under gpu.yaml's ``DDPStrategy`` on 1 GPU against a single-device run.
 * ``cpu_stitch``: one forced pass that stitches windows in CPU memory (the predictor's out-of-memory path).
@@ -725,7 +725,8 @@ def predict_row(
             "protocol_tta": card.tta,
         }
     )
-    variants = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if dm.recipe.mirror_axes else [])
+    # mirror TTA where the protocol predicts with it (8 network passes: the 6-minute run cannot afford it for all)
+    variants = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if card.tta else [])
     if stitch_on_cpu:
         variants = [("bf16", False)]
     probs = None

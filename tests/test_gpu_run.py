@@ -98,6 +98,8 @@ def test_check_reports_a_configuration_that_does_not_resolve(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_run_writes_every_row_and_the_table(tmp_path):
+    from amos_zoo.protocols import get_protocol
+
     gpu_check = _bench("gpu_check")
     done = _run("--smoke", tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
@@ -121,11 +123,11 @@ def test_smoke_run_writes_every_row_and_the_table(tmp_path):
     assert next(r for r in rows if r["kind"] == "workers")["workers"] == 1  # more than the smoke's 0
     for r in (r for r in rows if r["kind"] == "precision"):
         assert r["fp32_ms"] > 0 and r["bf16_ms"] > 0 and r["repeats"] == 3
-    mirrors = {"quickstart": False, "btcv": True, "amos-paper": True, "nnunet-v2": True}  # recipes' flip_prob > 0
     for r in (r for r in rows if r["kind"] == "predict"):
         for stage in ("load_s", "preprocess_s", "network_fp32_s", "network_bf16_s", "resample_s", "write_s"):
             assert r[stage] >= 0, (r["model"], stage)
-        assert ("network_bf16_tta_s" in r) == mirrors[r["protocol"]]
+        tta = get_protocol(r["protocol"]).values("model").get("tta", False)  # amos-paper, nnunet-v2
+        assert r["protocol_tta"] == tta and ("network_bf16_tta_s" in r) == tta
         assert r["scan_shape"] == list(gpu_check.SMOKE.scan_shape) and r["labels_present"] >= 1
     ddp = next(r for r in rows if r["kind"] == "ddp")
     assert ddp["strategy"] == "DDPStrategy" and ddp["ddp_over_single"] > 0
