@@ -39,6 +39,7 @@ import contextlib
 import gc
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -147,7 +148,7 @@ SMOKE = Mode(
     train_spacing=(3.5, 3.5, 5.0),
     n_train=2,
     n_val=1,
-    scan_shape=(48, 40, 24),
+    scan_shape=(32, 32, 16),  # a few windows per pass: full-width VNet and 8 TTA passes on a CPU
     scan_spacing=(3.5, 3.5, 5.0),
     warmup_steps=1,
     measure_steps=2,
@@ -458,7 +459,7 @@ def run_check(out: Path, work: Path, configs: tuple[tuple[str, str], ...]) -> in
         for wandb in (True, False):
             with recorded(rows, {"kind": "check_fit", "protocol": protocol, "model": model, "wandb": wandb}) as row:
                 row.update(check_row(protocol, model, fit_args(root, work / "fit", GPU, wandb)))
-                row["command"] = "amos-zoo fit " + " ".join(fit_args(Path("DATA"), Path("RUN"), GPU, wandb))
+                row["command"] = "amos-zoo fit " + shlex.join(fit_args(Path("DATA"), Path("RUN"), GPU, wandb))
     failed = [r for r in rows.rows if r["status"] != "ok"]
     print(f"gpu_check --check: {len(rows.rows) - len(failed)} of {len(rows.rows)} configurations resolve")
     for r in rows.rows:
@@ -770,7 +771,7 @@ def fit_row(root: Path, work: Path, out: Path, mode: Mode, row: dict, timeout_s:
     args = fit_args(root, run_dir, mode, wandb=False if mode.name == "smoke" else None)  # smoke: as the lent machine
     command = [sys.executable, "-m", "amos_zoo.cli.main", "fit", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    row["command"] = "amos-zoo fit " + " ".join(args)
+    row["command"] = "amos-zoo fit " + shlex.join(args)
     row["steps"] = mode.fit_steps
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)

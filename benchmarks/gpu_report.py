@@ -163,7 +163,8 @@ def render(rows: list[dict], device_text: str | None = None) -> str:
         header = ["protocol/model", "network grid", "load", "preprocess", "network fp32", "network bf16"]
         header += ["bf16 + mirror TTA", "resample", "write", "peak GB bf16", "peak GB TTA", "status"]
         lines += _table(header, cells)
-        lines += ["Load is timed once (every model reads the same file). TTA: `-` where the recipe never mirrors.", ""]
+        note = "Load is timed once (every model reads the same file). TTA: `-` where the protocol predicts without it."
+        lines += [note, ""]
     if by_kind.get("cpu_stitch"):
         lines += ["## Windows stitched in CPU memory (the out-of-memory fallback, forced)", ""]
         cells = [
