@@ -53,8 +53,8 @@ MACHINE_HAS = frozenset(
 )
 #: dependencies not carried, with the reason
 NOT_CARRIED = {
-    "wandb": "a platform wheel of over 20 MB (a Go binary) needing more platform wheels (pydantic-core, "
-    "setproctitle); the GPU run's `amos-zoo fit` logs to CSV without it",
+    "wandb": "wandb 0.31.0 is a 20 MB platform wheel (a Go binary) that needs pydantic (with the platform wheel "
+    "pydantic-core) and OpenTelemetry packages the machine lacks; the GPU run's `amos-zoo fit` logs to CSV without it",
 }
 #: the machine's interpreter, for dependency markers and for pip's wheel tags
 TARGET_ENV = {
