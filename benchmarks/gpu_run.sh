@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU run as one command for a lent GPU machine (see README "The GPU run"): preflight, then every measurement
 # row of benchmarks/gpu_check.py, then the table. Everything lands in $OUT (default benchmarks/results/gpu_run) as
-# soon as it exists: device.txt, gpu_run.jsonl (one row per measurement), gpu_check.log, fit.log, gpu_report.md.
+# soon as it exists: device.txt, gpu_run.jsonl (one row per measurement), gpu_check.log, fit.log, gpu_report.md
+# (--smoke and --check: a new folder in /tmp unless OUT is set).
 #
 #   benchmarks/gpu_run.sh            # on the GPU machine; the wheels in .whl/ (make gpu-wheels) are installed first
 #   benchmarks/gpu_run.sh --smoke    # every row on a CPU with tiny sizes (run by the test suite)
@@ -20,7 +21,9 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--smoke | --check]" >&2; exit 2 ;;
 esac
-OUT="${OUT:-benchmarks/results/gpu_run}"
+if [[ -z "${OUT:-}" ]]; then  # a GPU run's results are committed from benchmarks/results/gpu_run; CPU runs' are not
+  if [[ $MODE == gpu ]]; then OUT=benchmarks/results/gpu_run; else OUT="$(mktemp -d /tmp/amos_zoo_gpu_$MODE.XXXXXX)"; fi
+fi
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
