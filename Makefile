@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.amos-zoo-installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --nbmake --durations=15 tests notebooks
+
+# The pure-Python wheels a lent GPU machine lacks, in .whl/ (README "The GPU run": carry .whl)
+gpu-wheels: $(STAMP)
+	$(PY) benchmarks/gpu_wheels.py --dest .whl
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check amos_zoo tests benchmarks

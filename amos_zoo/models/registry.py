@@ -91,7 +91,14 @@ def _unet(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> n
 def _unetr(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
     from monai.networks.nets import UNETR
 
-    return UNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **kw)
+    net = UNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **kw)
+    # MONAI >= 1.4 builds a LayerNorm per transformer block for cross-attention that UNETR never uses
+    # (vit.blocks.N.norm_cross_attn): frozen, so that DDP (which refuses parameters without gradients) trains UNETR.
+    # The tensors stay in the state dict, so MONAI's checkpoints load unchanged.
+    for block in net.vit.blocks:
+        if not getattr(block, "with_cross_attention", False) and hasattr(block, "norm_cross_attn"):
+            block.norm_cross_attn.requires_grad_(False)
+    return net
 
 
 def _swin_unetr(in_channels: int, out_channels: int, spatial_dims: int = 3, **kw) -> nn.Module:
