@@ -157,3 +157,27 @@ def pytest_collection_modifyitems(config, items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+
+
+def _free_port_in(start: int, count: int) -> int:
+    """A port of [start, start + count) that nothing listens on now."""
+    import random
+    import socket
+
+    for port in random.Random().sample(range(start, start + count), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + count - 1}")
+
+
+@pytest.fixture(autouse=True)
+def _master_port_of_this_worker(monkeypatch):
+    """DDP runs (gloo) of the two xdist workers take ports from disjoint ranges: Lightning's own free-port search
+    (bind to port 0, close, listen later) let two workers' launches pick the same port at the same time."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    monkeypatch.setenv("MASTER_PORT", str(_free_port_in(21000 + 4000 * index, 4000)))

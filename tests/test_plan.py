@@ -430,7 +430,7 @@ def test_fit_trains_on_the_planned_patch_with_the_network_built_from_the_plan(
 
     from amos_zoo.data.datamodule import SegmentationDataModule
     from amos_zoo.data.plan import load_plan
-    from amos_zoo.models.registry import count_parameters
+    from amos_zoo.models.registry import build_network, count_parameters
     from amos_zoo.train.module import SegmentationModule, downsample_label
 
     dm = SegmentationDataModule(
@@ -473,7 +473,7 @@ def test_fit_trains_on_the_planned_patch_with_the_network_built_from_the_plan(
             allow_init=False,
             deep_supervision=True,
         )
-        rebuilt = module.card.build_network()  # what a checkpoint's card rebuilds
+        rebuilt = build_network(module.card)  # what a checkpoint's card rebuilds
     assert count_parameters(module.net) == count_parameters(theirs) == count_parameters(rebuilt)
     assert module.card.roi_size == tuple(config["patch_size"])
     assert module.hparams.arch_kwargs["strides"] == config["architecture"]["strides"]

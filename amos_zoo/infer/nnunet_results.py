@@ -74,6 +74,7 @@ def load_results_folder(
 ) -> tuple[nn.Module, ModelCard]:
     """nnU-Net's trained model folder as a network (one fold, or the ensemble of ``folds``; default: every fold
     with ``checkpoint``) and its model card, read weights-only unless ``trust``."""
+    from amos_zoo.models.registry import build_network
     from amos_zoo.weights.formats import nnunet_v2, read_weights_file
     from amos_zoo.weights.loading import apply_weights
 
@@ -99,7 +100,7 @@ def load_results_folder(
         elif raw.meta["configuration"] != configuration:
             raise ValueError(f"{file}: configuration {raw.meta['configuration']!r}, fold_{folds[0]}: {configuration!r}")
         raw.meta["plans"] = plans  # the folder's plans decide the axes, as nnU-Net's predictor reads them
-        net = card.build_network()
+        net = build_network(card)
         apply_weights(net, raw, card, source=str(file))
         networks.append(net.eval())
     network = networks[0] if len(networks) == 1 else _fold_ensemble_class()(networks).eval()

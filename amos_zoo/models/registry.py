@@ -365,8 +365,9 @@ def head_class_dims(name: str, in_channels: int = 1, out_channels: int = 16, **o
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones included: UNETR's unused cross-attention norms count, as in MONAI's and the
+    papers' counts)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -223,7 +223,7 @@ class SegmentationModule(pl.LightningModule):
             if list(hp.roi_size) != list(configuration["patch_size"]):
                 hp.roi_size = tuple(configuration["patch_size"])
                 if MODEL_REGISTRY[hp.arch].fixed_size_arg:  # UNETR: its input size is the patch
-                    self.net = self.card.build_network()
+                    self.net = build_network(self.card)
             return
         if hp.arch == "nnunet":
             planned = {**arch, "deep_supervision": bool(current.get("deep_supervision", False))}
@@ -240,7 +240,7 @@ class SegmentationModule(pl.LightningModule):
         if current == planned and list(hp.roi_size) == list(configuration["patch_size"]):
             return
         hp.arch_kwargs, hp.roi_size = planned, tuple(configuration["patch_size"])
-        self.net = self.card.build_network()
+        self.net = build_network(self.card)
         print(
             f"amos-zoo: {hp.arch} topology from the dataset's plan: {arch['n_stages']} stages, patch "
             f"{tuple(hp.roi_size)}, strides {arch['strides']}"
