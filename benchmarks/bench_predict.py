@@ -347,6 +347,8 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
     parser.add_argument("--skip-levers", action="store_true", help="leave out the lever table")
     parser.add_argument("--skip-folder", action="store_true", help="leave out the 8-case folder")
     parser.add_argument("--skip-network-bound", action="store_true", help="leave out the Swin-UNETR case")
+    parser.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 line")
+    parser.add_argument("--folder-cases", type=int, default=FOLDER["cases"], help="cases in the folder comparison")
     parser.add_argument("--worker", choices=["monai", "amos-zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--net", help=argparse.SUPPRESS)
@@ -375,7 +377,8 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
     results: dict[str, str] = {}
     default = load_network(str(net))[1].interpolation  # the benchmark card's own label interpolation
     print(f"benchmark card's label interpolation: {default}")
-    lines = [("fp32", "nearest"), ("fp32", "linear"), ("bf16", default)]
+    lines = [("fp32", "nearest"), ("fp32", "linear"), *([] if args.skip_bf16 else [("bf16", default)])]
+    FOLDER["cases"] = args.folder_cases
     for precision, interpolation in lines:
         lever = {"interpolation": interpolation}
         sides = {
