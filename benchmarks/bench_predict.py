@@ -348,6 +348,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
     parser.add_argument("--skip-folder", action="store_true", help="leave out the 8-case folder")
     parser.add_argument("--skip-network-bound", action="store_true", help="leave out the Swin-UNETR case")
     parser.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 line")
+    parser.add_argument("--only-network-bound", action="store_true", help="only the Swin-UNETR case (no training)")
     parser.add_argument("--folder-cases", type=int, default=FOLDER["cases"], help="cases in the folder comparison")
     parser.add_argument("--worker", choices=["monai", "amos-zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -371,48 +372,48 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
     case_path = str(work / "case.nii.gz")
     save_nifti(case.image.astype(np.int16), case.affine, case_path)
     print(f"benchmark case: phantom {CASE['shape']} at {CASE['spacing']} mm")
-    net = trained_network(args.threads)
-    truth_dice = None
-
     results: dict[str, str] = {}
-    default = load_network(str(net))[1].interpolation  # the benchmark card's own label interpolation
-    print(f"benchmark card's label interpolation: {default}")
-    lines = [("fp32", "nearest"), ("fp32", "linear"), *([] if args.skip_bf16 else [("bf16", default)])]
-    FOLDER["cases"] = args.folder_cases
-    for precision, interpolation in lines:
-        lever = {"interpolation": interpolation}
-        sides = {
-            "monai": Side("monai", precision, net, args.threads, lever),
-            "amos-zoo": Side("amos-zoo", precision, net, args.threads, lever),
-        }
-        tag = f"[{precision}, {interpolation} labels{' = card default' if interpolation == default else ''}]"
-        outs = {name: str(work / f"{name}_{precision}_{interpolation}.npy") for name in sides}
-        times = timed(sides, args.repeats, input=case_path)
-        for name, side in sides.items():
-            side.run(input=case_path, output=outs[name])
-        peaks = {name: side.close()["peak_rss_mb"] for name, side in sides.items()}
-        ours, ref = np.load(outs["amos-zoo"]), np.load(outs["monai"])
-        fg_agreement, dice_vs_monai = agreement(ours, ref)
-        if precision == "fp32" and interpolation == default:
-            truth_dice = organ_dice(ours, case.label), organ_dice(ref, case.label)
-        ratio = statistics.median(times["monai"]) / statistics.median(times["amos-zoo"])
-        print(f"{tag} plain MONAI: {describe(times['monai'])}, peak RSS {peaks['monai']:.0f} MB")
-        print(f"{tag} amos-zoo:    {describe(times['amos-zoo'])}, peak RSS {peaks['amos-zoo']:.0f} MB")
-        print(
-            f"{tag} ratio {ratio:.2f}; foreground agreement {fg_agreement:.5f}; mean organ Dice vs MONAI "
-            f"{dice_vs_monai:.5f}",
-            flush=True,
-        )
-        results[f"ratio_vs_monai_{precision}_{interpolation}"] = f"{ratio:.2f}"
-        if precision == "fp32" and interpolation == default:
-            results["ratio_vs_monai_card_default"] = f"{ratio:.2f}"
-            results["foreground_agreement_card_default"] = f"{fg_agreement:.5f}"
-            results["dice_vs_monai"] = f"{dice_vs_monai:.5f}"
-            results["peak_rss_mb_amos_zoo"] = f"{peaks['amos-zoo']:.0f}"
-            results["peak_rss_mb_monai"] = f"{peaks['monai']:.0f}"
-    print(f"mean organ Dice against the phantom's truth: amos-zoo {truth_dice[0]:.4f}, MONAI {truth_dice[1]:.4f}")
-    if truth_dice[0] < 0.85:
-        raise SystemExit(f"the benchmark network does not segment the case (Dice {truth_dice[0]:.3f} < 0.85)")
+    if not args.only_network_bound:  # the trained quickstart network: its training takes minutes the first time
+        net = trained_network(args.threads)
+        truth_dice = None
+        default = load_network(str(net))[1].interpolation  # the benchmark card's own label interpolation
+        print(f"benchmark card's label interpolation: {default}")
+        lines = [("fp32", "nearest"), ("fp32", "linear"), *([] if args.skip_bf16 else [("bf16", default)])]
+        FOLDER["cases"] = args.folder_cases
+        for precision, interpolation in lines:
+            lever = {"interpolation": interpolation}
+            sides = {
+                "monai": Side("monai", precision, net, args.threads, lever),
+                "amos-zoo": Side("amos-zoo", precision, net, args.threads, lever),
+            }
+            tag = f"[{precision}, {interpolation} labels{' = card default' if interpolation == default else ''}]"
+            outs = {name: str(work / f"{name}_{precision}_{interpolation}.npy") for name in sides}
+            times = timed(sides, args.repeats, input=case_path)
+            for name, side in sides.items():
+                side.run(input=case_path, output=outs[name])
+            peaks = {name: side.close()["peak_rss_mb"] for name, side in sides.items()}
+            ours, ref = np.load(outs["amos-zoo"]), np.load(outs["monai"])
+            fg_agreement, dice_vs_monai = agreement(ours, ref)
+            if precision == "fp32" and interpolation == default:
+                truth_dice = organ_dice(ours, case.label), organ_dice(ref, case.label)
+            ratio = statistics.median(times["monai"]) / statistics.median(times["amos-zoo"])
+            print(f"{tag} plain MONAI: {describe(times['monai'])}, peak RSS {peaks['monai']:.0f} MB")
+            print(f"{tag} amos-zoo:    {describe(times['amos-zoo'])}, peak RSS {peaks['amos-zoo']:.0f} MB")
+            print(
+                f"{tag} ratio {ratio:.2f}; foreground agreement {fg_agreement:.5f}; mean organ Dice vs MONAI "
+                f"{dice_vs_monai:.5f}",
+                flush=True,
+            )
+            results[f"ratio_vs_monai_{precision}_{interpolation}"] = f"{ratio:.2f}"
+            if precision == "fp32" and interpolation == default:
+                results["ratio_vs_monai_card_default"] = f"{ratio:.2f}"
+                results["foreground_agreement_card_default"] = f"{fg_agreement:.5f}"
+                results["dice_vs_monai"] = f"{dice_vs_monai:.5f}"
+                results["peak_rss_mb_amos_zoo"] = f"{peaks['amos-zoo']:.0f}"
+                results["peak_rss_mb_monai"] = f"{peaks['monai']:.0f}"
+        print(f"mean organ Dice against the phantom's truth: amos-zoo {truth_dice[0]:.4f}, MONAI {truth_dice[1]:.4f}")
+        if truth_dice[0] < 0.85:
+            raise SystemExit(f"the benchmark network does not segment the case (Dice {truth_dice[0]:.3f} < 0.85)")
 
     if not args.skip_network_bound:
         bound = phantom(**NETWORK_BOUND)
@@ -435,7 +436,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
         print(f"{tag} ratio {ratio:.2f}; foreground agreement {fg_agreement:.5f}", flush=True)
         results["ratio_vs_monai_network_bound"] = f"{ratio:.2f}"
 
-    if not args.skip_levers:
+    if not args.skip_levers and not args.only_network_bound:
         levers = [  # one at a time, against amos-zoo's fp32 defaults
             (f"defaults (fp32, every window through the network, card's {default} labels)", {}),
             ("nearest labels", {"interpolation": "nearest"}),
@@ -481,7 +482,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
             even = f"{compile_s / gain:.1f} cases" if gain > 0 else "never (no gain per case)"
             print(f"torch.compile: about {compile_s:.1f} s to compile; break-even after {even}")
 
-    if not args.skip_folder:
+    if not args.skip_folder and not args.only_network_bound:
         folder = work / "folder"
         folder.mkdir()
         for i in range(FOLDER["cases"]):
@@ -510,7 +511,7 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
         results["folder_cases_per_min"] = f"{ours:.2f}"
         results["folder_ratio_vs_monai"] = f"{ours / theirs:.2f}"
 
-    if not args.skip_large:
+    if not args.skip_large and not args.only_network_bound:
         large = phantom(**LARGE)
         large_path = str(work / "large.nii.gz")
         save_nifti(large.image.astype(np.int16), large.affine, large_path)
