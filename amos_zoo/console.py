@@ -6,11 +6,16 @@ Each entry names the library and the message it filters, so nothing else is sile
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["quiet_third_party", "NOISE", "help_formatter"]
+F = TypeVar("F", bound=Callable)
+
+__all__ = ["quiet_third_party", "quiet_warnings", "NOISE", "help_formatter"]
 
 #: (kind, module or logger, message regex, why it is noise)
 NOISE: list[tuple[str, str, str, str]] = [
@@ -90,19 +95,44 @@ class _DropMessages(logging.Filter):
         return not any(p.search(message) for p in self.patterns)
 
 
-def quiet_third_party(verbose: bool = False) -> None:
-    """Filter the known third-party noise (:data:`NOISE`), unless ``verbose`` or ``AMOS_ZOO_VERBOSE`` is set."""
-    if verbose or os.environ.get("AMOS_ZOO_VERBOSE", "") not in ("", "0"):
-        return
-    by_logger: dict[str, list[str]] = {}
-    for kind, where, message, _why in NOISE:
+def _verbose() -> bool:
+    return os.environ.get("AMOS_ZOO_VERBOSE", "") not in ("", "0")
+
+
+def _ignore_known_warnings() -> None:
+    for kind, _where, message, _why in NOISE:
         if kind == "warning":
             # the message regex is matched from the start; the attributed module varies with stacklevel
             warnings.filterwarnings("ignore", message=".*" + message)
-        else:
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    """Filter the known third-party noise (:data:`NOISE`), unless ``verbose`` or ``AMOS_ZOO_VERBOSE`` is set."""
+    if verbose or _verbose():
+        return
+    _ignore_known_warnings()
+    by_logger: dict[str, list[str]] = {}
+    for kind, where, message, _why in NOISE:
+        if kind != "warning":
             by_logger.setdefault(where, []).append(message)
     for name, patterns in by_logger.items():
         logging.getLogger(name).addFilter(_DropMessages(patterns))
+
+
+def quiet_warnings(func: F) -> F:
+    """Run ``func`` (a public Python API call) with the known third-party warnings of :data:`NOISE` filtered, as the
+    command line does, and only for the call: the caller's own warning filters are restored afterwards.
+    ``AMOS_ZOO_VERBOSE=1`` shows everything."""
+
+    @functools.wraps(func)
+    def quietly(*args, **kwargs):
+        if _verbose():
+            return func(*args, **kwargs)
+        with warnings.catch_warnings():
+            _ignore_known_warnings()
+            return func(*args, **kwargs)
+
+    return quietly  # type: ignore[return-value]
 
 
 def help_formatter():

@@ -8,7 +8,9 @@ For each model (recipe architecture, or the small CPU sizes with --cpu-small) it
   DiceCELoss(net(x), y); loss.backward(); opt.step()``), same patch and batch: ratio printed;
 * sliding-window inference seconds for one volume and peak memory (CUDA: max allocated; CPU: peak RSS).
 
-On CUDA, ``--amp`` uses bf16 autocast. The data-wait fraction of the real data pipeline and
+Each model is measured in its own process (``--one MODEL``, started by the main process), so the peak-memory
+column is that model's own (CUDA: max allocated; CPU: the process's peak RSS), not the maximum of the models
+measured before it. On CUDA, ``--amp`` uses bf16 autocast. The data-wait fraction of the real data pipeline and
 torch.compile are not measured yet.
 
     python benchmarks/bench_train.py --cpu-small --steps 5            # CPU, small patches (CI-sized machine)
@@ -146,7 +148,29 @@ def sliding_window_seconds(name, patch, kw, device, amp, volume=None) -> float:
         return time.perf_counter() - t
 
 
+def measure_one(name: str, args: argparse.Namespace) -> dict:
+    """All columns of one model, measured in this process."""
+    table = RECIPE if not args.cpu_small else CPU_SMALL
+    patch, kw = table[name]
+    ours, drop = amos_zoo_loop(name, patch, kw, args.batch, args.steps, args.device, args.amp)
+    plain = plain_loop(name, patch, kw, args.batch, args.steps, args.device, args.amp)
+    sw = sliding_window_seconds(name, patch, kw, args.device, args.amp)
+    return {
+        "name": name,
+        "patch": list(patch),
+        "ours": ours,
+        "plain": plain,
+        "drop": drop,
+        "sw": sw,
+        "peak_mb": _peak_mb(args.device),
+    }
+
+
 def main() -> None:
+    import json
+    import subprocess
+    import sys
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=5)
@@ -155,27 +179,36 @@ def main() -> None:
     parser.add_argument("--cpu-small", action="store_true", help="small patches and widths that fit a 2-core CPU")
     parser.add_argument("--models", default="unet,unetr,swin_unetr,vnet,dynunet")
     parser.add_argument("--out", default=None, help="write the markdown table here too")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args()
-    table = RECIPE if not args.cpu_small else CPU_SMALL
+    if args.one:
+        print("RESULT " + json.dumps(measure_one(args.one, args)), flush=True)
+        return
     header = (
         "| model | patch | batch | amos-zoo it/s | plain MONAI loop it/s | ratio | loss drop | "
-        "sliding window s (2x patch volume) | peak MB |"
+        "sliding window s (2x patch volume) | peak MB (this model's process) |"
     )
     lines = [
         f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
-        f"threads {torch.get_num_threads()}, amp {args.amp}",
+        f"threads {torch.get_num_threads()}, amp {args.amp}; each model in its own process",
         "",
         header,
         "|---" * 9 + "|",
     ]
+    passed = [a for a in sys.argv[1:] if not a.startswith("--models") and a != args.models]
     for name in args.models.split(","):
-        patch, kw = table[name]
-        ours, drop = amos_zoo_loop(name, patch, kw, args.batch, args.steps, args.device, args.amp)
-        plain = plain_loop(name, patch, kw, args.batch, args.steps, args.device, args.amp)
-        sw = sliding_window_seconds(name, patch, kw, args.device, args.amp)
+        done = subprocess.run(
+            [sys.executable, __file__, *passed, "--one", name], capture_output=True, text=True, check=False
+        )
+        found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not found:
+            lines.append(f"| {name} | failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]} |")
+            print(lines[-1], flush=True)
+            continue
+        r = json.loads(found[-1][len("RESULT ") :])
         lines.append(
-            f"| {name} | {'x'.join(map(str, patch))} | {args.batch} | {ours:.3f} | {plain:.3f} | "
-            f"{ours / plain:.2f} | {drop:.3f} | {sw:.2f} | {_peak_mb(args.device):.0f} |"
+            f"| {name} | {'x'.join(map(str, r['patch']))} | {args.batch} | {r['ours']:.3f} | {r['plain']:.3f} | "
+            f"{r['ours'] / r['plain']:.2f} | {r['drop']:.3f} | {r['sw']:.2f} | {r['peak_mb']:.0f} |"
         )
         print(lines[-1], flush=True)
     text = "\n".join(lines)

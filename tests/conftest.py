@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,153 @@ def _master_port_of_this_worker(monkeypatch):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
     monkeypatch.setenv("MASTER_PORT", str(_free_port_in(21000 + 4000 * index, 4000)))
+# --- the package as a user installs it ------------------------------------------------------------------------------
+
+
+def declared_closure(requirements: list[str], extras: tuple[str, ...] = ()) -> dict[str, object]:
+    """The distributions that ``requirements`` (Requires-Dist lines) pull in, transitively, markers evaluated for
+    this interpreter: {canonical name: importlib.metadata distribution}. A requirement this environment does not
+    have installed is an error naming it (the closure is what a resolver would install)."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, object] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [(Requirement(r), extras) for r in requirements]
+    while todo:
+        req, active = todo.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (*active, "")):
+            continue
+        name = canonicalize_name(req.name)
+        for extra in ("", *sorted(req.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            try:
+                dist = found.get(name) or metadata.distribution(req.name)
+            except metadata.PackageNotFoundError as missing:
+                raise RuntimeError(f"{req} is required but not installed in the test environment") from missing
+            found[name] = dist
+            todo += [(Requirement(r), tuple(req.extras)) for r in dist.requires or []]
+    return found
+
+
+def link_distributions(dists, target: Path) -> None:
+    """Make ``target`` a site directory holding only ``dists`` (each one's files, by symbolic links at the shallowest
+    level no other distribution shares: namespace packages such as ``nvidia`` get real folders)."""
+    from collections import defaultdict
+
+    owners: dict[tuple[str, ...], set[int]] = defaultdict(set)
+    files: dict[tuple[str, ...], Path] = {}
+    for i, dist in enumerate(dists):
+        for f in dist.files or []:
+            parts = Path(str(f)).parts
+            if not parts or parts[0] == ".." or "__pycache__" in parts:
+                continue
+            files[parts] = Path(dist.locate_file(f))
+            for depth in range(1, len(parts) + 1):
+                owners[parts[:depth]].add(i)
+    linked: set[tuple[str, ...]] = set()
+    for parts, source in sorted(files.items()):
+        for depth in range(1, len(parts) + 1):
+            prefix = parts[:depth]
+            if prefix in linked:
+                break
+            if len(owners[prefix]) == 1 or depth == len(parts):
+                link = target.joinpath(*prefix)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                origin = source.parents[len(parts) - depth - 1] if depth < len(parts) else source
+                if not link.exists():
+                    link.symlink_to(origin)
+                linked.add(prefix)
+                break
+
+
+@dataclass
+class WheelEnv:
+    """A fresh virtual environment with amos-zoo's wheel and only the distributions its metadata declares."""
+
+    python: Path
+    console: Path
+    purelib: Path
+    deps: Path
+    requires: list[str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a user's shell: no PYTHONPATH (the suite may run with the checkout on it)."""
+        return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="session")
+def wheel_env(tmp_path_factory) -> WheelEnv:
+    """Build amos-zoo's wheel from the checkout and install it into a fresh virtual environment (no system site
+    packages); its dependencies are the wheel's declared ``Requires-Dist`` closure, taken file by file from this
+    environment (no network at test time), so a dependency missing from pyproject.toml fails an import. Built once
+    per test run (shared by the xdist workers, like amos_checkpoint)."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "wheel_env"
+    root.mkdir(exist_ok=True)
+    python, console = root / "venv" / "bin" / "python", root / "venv" / "bin" / "amos-zoo"
+    with FileLock(str(root) + ".lock"):
+        done = root / "env.json"
+        if not done.is_file():
+            wheels = root / "wheels"
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, REPO],
+                check=True,
+                capture_output=True,
+            )
+            wheel = next(wheels.glob("amos_zoo-*.whl"))
+            with zipfile.ZipFile(wheel) as archive:
+                meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+                lines = archive.read(meta).decode().splitlines()
+            requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], check=True)
+            install = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index"]
+            clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # else pip sees the checkout's copy
+            subprocess.run([*install, wheel], check=True, capture_output=True, env=clean)
+            purelib = subprocess.run(
+                [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                env=clean,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            deps = root / "deps"
+            link_distributions(declared_closure(requires).values(), deps)
+            (Path(purelib) / "amos_zoo_declared_deps.pth").write_text(f"{deps}\n")
+            done.write_text(json.dumps({"purelib": purelib, "requires": requires}))
+        saved = json.loads((root / "env.json").read_text())
+    return WheelEnv(python, console, Path(saved["purelib"]), root / "deps", saved["requires"])
+
+
+def check_smoke_row(run_dir: Path, task: str, protocol: str, model: str) -> dict:
+    """What `amos-zoo reproduce --task TASK --protocol PROTOCOL --model MODEL --smoke` must leave in ``run_dir``: the
+    row of the official split (4 steps, every synthetic validation case scored per modality), its card and
+    resolved config, one prediction per case."""
+    import json
+
+    import yaml
+
+    row = json.loads((run_dir / "row.json").read_text())
+    # the synthetic validation split: 2 CT + 1 MRI
+    cases, modalities = {"amos-ct": (2, {"CT"}), "amos-ctmr": (3, {"CT", "MRI"}), "amos-mr": (1, {"MRI"})}[task]
+    assert (row["model"], row["protocol"], row["task"], row["split_kind"]) == (model, protocol, task, "official")
+    assert row["smoke"] and row["steps"] == 4 and row["metrics"]["cases"] == cases
+    assert set(row["metrics"]["per_modality"]) == modalities
+    card = row["card"]
+    assert card["protocol"] == protocol and card["recipe"]["name"] == protocol
+    resolved = yaml.safe_load(row["resolved_config"])
+    assert resolved["model"]["arch"] == model and resolved["data"]["recipe"] == protocol
+    assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == cases
+    return row

@@ -69,16 +69,17 @@ def test_timm_encoder_unet_trains_in_2d(slices):
 
 
 def test_2d_config_through_lightning_cli(slices, tmp_path, monkeypatch):
-    from amos_zoo.cli.main import main
+    from amos_zoo.train.cli import run_lightning_cli
 
     monkeypatch.chdir(tmp_path)
-    code = main(
+    configs = Path(__file__).resolve().parents[1] / "configs" / "samed2d"
+    cli = run_lightning_cli(
         [
             "fit",
             "--config",
-            str(Path(__file__).resolve().parents[1] / "configs" / "samed2d" / "base.yaml"),
+            str(configs / "base.yaml"),
             "--config",
-            str(Path(__file__).resolve().parents[1] / "configs" / "samed2d" / "unet.yaml"),
+            str(configs / "unet.yaml"),
             "--data.root",
             str(slices),
             "--data.patch_size",
@@ -96,4 +97,11 @@ def test_2d_config_through_lightning_cli(slices, tmp_path, monkeypatch):
             *QUIET_CLI_TRAINER,
         ]
     )
-    assert code == 0
+    # the exported slices: one channel in, the 15 AMOS organs and background out; a 2D network; 4 slices validated
+    assert cli.datamodule.spatial_dims == 2 and cli.datamodule.num_channels == 1 and cli.datamodule.num_classes == 16
+    assert cli.model.card.in_channels == 1 and cli.model.card.num_classes == 16
+    with torch.no_grad():
+        assert cli.model.net.eval()(torch.zeros(2, 1, 64, 96)).shape == (2, 16, 64, 96)
+    logged = cli.trainer.callback_metrics
+    assert logged["val/cases"] == 4 and 0 <= logged["val/mean_dice"] <= 1 and cli.trainer.global_step == 2
+    assert len({k for k in logged if k.startswith("val/dice_")}) == 15

@@ -57,15 +57,16 @@ def test_lightning_subcommand_help_ends_with_an_example(name, capsys):
     assert example.startswith(f"amos-zoo {name} ") and "--data.root" in example
 
 
-def test_listings_are_instant_and_import_no_torch():
+def test_listings_import_no_torch():
+    """`models`, `weights` and `protocol list` answer from stored facts: torch is never imported (what makes them
+    instant; no wall time is asserted, CI machines differ)."""
     code = (
-        "import sys, time; t = time.perf_counter(); from amos_zoo.cli.main import main; "
+        "import sys; from amos_zoo.cli.main import main; "
         "main(['models']); main(['weights']); main(['protocol', 'list']); "
-        "print('SECONDS', time.perf_counter() - t, 'TORCH', 'torch' in sys.modules)"
+        "print('TORCH', 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    seconds, torch_loaded = out.split("SECONDS")[1].split("TORCH")
-    assert torch_loaded.strip() == "False" and float(seconds) < 2.0, out
+    assert out.rsplit("TORCH", 1)[1].strip() == "False", out
     assert "swin_unetr" in out and "62.2" in out and "swin_unetr_btcv" in out and "btcv" in out
 
 
@@ -221,3 +222,24 @@ def test_unknown_protocol_and_bad_option_are_clear(capsys):
     assert exit_.value.code == 2 and "unrecognized arguments: --nonsense" in capsys.readouterr().err
     assert main(["protocol", "show", "nope"]) == 2
     assert "unknown protocol 'nope'; available:" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_in_a_predict_folder_is_one_line_naming_it(amos_checkpoint, synth_root, tmp_path, capsys):
+    """A text file named .nii.gz (and a truncated gzip) among the scans: each is reported in one line with the file
+    and nibabel's reason (not MONAI's trace of every reader it tried); the readable scan is predicted; status 1."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "amos_0006.nii.gz").write_bytes((synth_root / "imagesTs" / "amos_0006.nii.gz").read_bytes())
+    (scans / "notes.nii.gz").write_text("not an image\n")
+    (scans / "cut.nii.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    capsys.readouterr()
+    code = main(["predict", "--weights", str(amos_checkpoint), "--input", str(scans), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1 and (tmp_path / "out" / "amos_0006.nii.gz").is_file()
+    text = (captured.out + captured.err).replace("\r", "\n")
+    failed = [line for line in text.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2, text[-3000:]
+    for name in ("notes.nii.gz", "cut.nii.gz"):
+        [line] = [f for f in failed if name in f]
+        assert "cannot read the scan (not a NIfTI file nibabel can open: ImageFileError:" in line, line
+    assert "Traceback" not in text and "LoadImage cannot find a suitable reader" not in text

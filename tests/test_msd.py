@@ -136,4 +136,19 @@ def test_composed_configs_train_unetr_on_a_two_channel_task(tmp_path, monkeypatc
         "2",
         *QUIET_CLI_TRAINER,
     ]
-    assert main(args) == 0  # UNETR's img_size follows the patch; 2 channels in, 3 classes out from dataset.json
+    from amos_zoo.train.cli import run_lightning_cli
+
+    cli = run_lightning_cli(args)  # UNETR's img_size follows the patch; 2 channels in, 3 classes out (dataset.json)
+    meta = json.loads((root / "dataset.json").read_text())
+    assert len(meta["modality"]) == 2 and len(meta["labels"]) == 3
+    assert cli.datamodule.num_channels == 2 and cli.datamodule.num_classes == 3
+    net = cli.model.net.eval()
+    assert cli.model.card.in_channels == 2 and cli.model.card.num_classes == 3 and cli.model.card.arch == "unetr"
+    assert net.vit.patch_embedding.n_patches == 8  # img_size followed the 32^3 patch: (32 / 16)^3 patches
+    import torch
+
+    with torch.no_grad():
+        assert net(torch.zeros(1, 2, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+    logged = cli.trainer.callback_metrics
+    organ_keys = {k for k in logged if k.startswith("val/dice_")}
+    assert len(organ_keys) == 2 and "val/mean_dice" in logged and cli.trainer.global_step == 2

@@ -31,3 +31,50 @@ def test_quickstart_meets_its_promise(tmp_path, capsys):
         assert (out / path).stat().st_size > 0, path
     assert list((out / "logs").rglob("metrics.csv"))
     assert len(list((out / "predictions").glob("*.nii.gz"))) == 6
+
+
+def _drawn_figure(monkeypatch, draw) -> object:
+    """The matplotlib figure a viz function draws (captured before it is saved and closed)."""
+    import amos_zoo.viz as viz
+
+    figures = []
+    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig) or path)
+    draw()
+    [fig] = figures
+    fig.canvas.draw()
+    return fig
+
+
+def test_box_plot_panels_leave_room_for_the_organ_names(monkeypatch, tmp_path):
+    from amos_zoo.data.labels import AMOS_LABELS
+    from amos_zoo.viz import metric_boxplot
+
+    names = [AMOS_LABELS.display_name(i) for i in AMOS_LABELS.foreground_ids]
+    data = {m: {n: [0.5, 0.7, 0.9] for n in names} for m in ("dice", "nsd")}
+    fig = _drawn_figure(monkeypatch, lambda: metric_boxplot(data, tmp_path / "box.png"))
+    left, right = fig.axes
+    renderer = fig.canvas.get_renderer()
+    right_labels = [t.get_window_extent(renderer) for t in right.get_yticklabels()]
+    assert [t.get_text() for t in right.get_yticklabels()] == names
+    # every organ name of the right panel lies right of the left panel's frame (no overlap)
+    assert min(box.x0 for box in right_labels) > left.get_window_extent(renderer).x1
+
+
+def test_overlay_legend_names_each_organ_with_its_contour_colour(monkeypatch, tmp_path):
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    from amos_zoo.viz import overlay_png
+
+    truth = np.zeros((20, 20, 5), np.uint8)
+    truth[2:8, 2:8, 2], truth[10:16, 10:16, 2] = 1, 6  # spleen and liver in slice 2
+    pred = truth.copy()
+    names = {1: "spleen", 6: "liver"}
+    fig = _drawn_figure(
+        monkeypatch, lambda: overlay_png(np.zeros(truth.shape), truth, pred, tmp_path / "o.png", names=names)
+    )
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["1 spleen", "6 liver"]
+    # each label draws its predicted (solid) then its reference (dashed) contour
+    contour_colours = [to_rgba(c.get_edgecolor()[0]) for c in fig.axes[0].collections[0::2]]
+    assert [to_rgba(h.get_color()) for h in legend.legend_handles] == contour_colours

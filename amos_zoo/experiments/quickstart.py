@@ -123,6 +123,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         np.asanyarray(pred.dataobj),
         out / "overlay.png",
         title=f"{first['case_id']}: prediction (solid) vs reference (dashed)",
+        names={i: AMOS_LABELS.display_name(i) for i in AMOS_LABELS.foreground_ids},
     )
     print(markdown_table(summary, AMOS_LABELS, ("dice", "nsd")))
     wall = time.time() - start

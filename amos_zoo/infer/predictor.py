@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from amos_zoo.card import ModelCard
+from amos_zoo.console import quiet_warnings
 from amos_zoo.data.recipes import Recipe
 from amos_zoo.data.transforms import deterministic_transforms
 from amos_zoo.io import save_nifti
@@ -292,6 +293,13 @@ def check_dicom_series(folder: Path) -> list[Path]:
     return usable
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message (MONAI's reader errors append the
+    traceback of every reader they tried)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
+
+
 def load_scan(source: str | Path | list[str | Path]) -> MetaTensor:
     """Load a scan channel-first in its file's voxel order, with its affine (RAS) in the metadata."""
     if isinstance(source, (list, tuple)):
@@ -318,7 +326,13 @@ def load_scan(source: str | Path | list[str | Path]) -> MetaTensor:
         else:
             img, integers = img
     except Exception as err:  # readers raise many types for corrupt or truncated files
-        raise InputError(f"{source}: cannot read the scan ({type(err).__name__}: {err})") from err
+        reason = _one_line(err)
+        if reader == "NibabelReader" and isinstance(target, str):
+            try:  # nibabel's own reason, instead of MONAI's list of every reader it tried
+                nib.load(target).header  # noqa: B018
+            except Exception as nib_err:  # noqa: BLE001 - the reason is reported, not handled
+                reason = f"not a NIfTI file nibabel can open: {_one_line(nib_err)}"
+        raise InputError(f"{source}: cannot read the scan ({reason})") from err
     if img.ndim != 4:
         raise InputError(f"{source}: expected a 3D scan (optionally with channels), got shape {tuple(img.shape)}")
     if not integers and not torch.isfinite(img).all():
@@ -414,6 +428,7 @@ class Predictor:
     sw_tiling: str = "monai"
 
     @classmethod
+    @quiet_warnings
     def from_card(cls, model: torch.nn.Module, card: ModelCard, **overrides) -> Predictor:
         """A predictor with the card's recipe, window, overlap, window batch, channels and labels; ``overrides``
         replace any of them (``overlap``, ``sw_batch_size``, ``device``, ``tta``, ``precision``...)."""
@@ -551,6 +566,7 @@ class Predictor:
                 f"{self.in_channels}"
             )
 
+    @quiet_warnings
     def probabilities(self, image: MetaTensor, modality: str = "CT") -> MetaTensor:
         """Class probabilities on the preprocessed grid (C, *spatial), with that grid's affine."""
         self.check_channels(image)
@@ -568,6 +584,7 @@ class Predictor:
         out.meta["cropped"] = cropped_faces(data["image"])
         return out
 
+    @quiet_warnings
     def to_input_grid(
         self, image: MetaTensor, probs: MetaTensor, with_probabilities: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -582,6 +599,7 @@ class Predictor:
         on_input = resample_to_input_grid(probs, affine, tuple(image.shape[1:]))
         return on_input.argmax(0).numpy().astype(np.uint8), affine, on_input.numpy()
 
+    @quiet_warnings
     def predict_case(
         self, source, modality: str = "CT", with_probabilities: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -589,6 +607,7 @@ class Predictor:
         image = load_scan(source)
         return self.to_input_grid(image, self.probabilities(image, modality), with_probabilities)
 
+    @quiet_warnings
     def predict_to_file(self, source, out_path: str | Path, modality: str = "CT") -> Path:
         """Predict one scan and write the label NIfTI (atomically) on the scan's grid and header."""
         labels, affine, _ = self.predict_case(source, modality)
