@@ -116,7 +116,7 @@ def test_every_readme_command_and_python_example_runs_as_typed(synth_root, wheel
     check_smoke_row(work / "runs" / "amos-ct" / "btcv" / "unet", "amos-ct", "btcv", "unet")
     table = (work / "runs" / "table.md").read_text()  # `table` ran after the two reproduce lines before it
     assert "| amos-ct | btcv | swin_unetr (smoke) | official |" in table
-    assert "| amos-ctmr | nnunet-v2 | dynunet (smoke) | cross-validation |" in table
+    assert "| amos-ctmr | nnunet-v2 | nnunet (smoke) | cross-validation |" in table
     assert len(list((work / "preds_val").glob("*.nii.gz"))) == 3 and len(list((work / "preds").glob("*.nii.gz"))) == 1
     summary = json.loads((work / "eval" / "summary.json").read_text())
     assert summary["all"]["cases"] == 3 and set(summary["per_modality"]) == {"CT", "MRI"}
