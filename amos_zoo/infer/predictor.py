@@ -13,7 +13,6 @@ folder holding more than one series is refused).
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from amos_zoo.card import ModelCard
 from amos_zoo.console import quiet_warnings
 from amos_zoo.data.recipes import Recipe
 from amos_zoo.data.transforms import deterministic_transforms
+from amos_zoo.infer.stitching import with_cpu_stitching_fallback
 from amos_zoo.io import save_nifti
 
 __all__ = [
@@ -543,20 +543,9 @@ class Predictor:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Sliding-window logits; when the whole-volume output does not fit beside the network, the windows stay on
         the accelerator and the stitched output lives in CPU memory, for this and every later pass (TTA)."""
-        if not self._stitch_on_cpu:
-            try:
-                return self._sliding(x, None)
-            except torch.OutOfMemoryError:
-                self._stitch_on_cpu = True
-            # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
-            if torch.device(self.device).type == "cuda":
-                torch.cuda.empty_cache()
-            warnings.warn(
-                f"out of memory on {self.device} for a {tuple(x.shape[2:])} volume; stitching windows on the CPU "
-                "from now on",
-                stacklevel=2,
-            )
-        return self._sliding(x, "cpu")
+        return with_cpu_stitching_fallback(
+            self, lambda stitch_device: self._sliding(x, stitch_device), self.device, f"a {tuple(x.shape[2:])} volume"
+        )
 
     def check_channels(self, image: MetaTensor) -> None:
         """A clear error when a scan's channel count differs from the model's."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,6 +19,7 @@ from monai.losses import DiceCELoss
 from amos_zoo.card import ModelCard
 from amos_zoo.data.labels import label_key
 from amos_zoo.data.recipes import Recipe
+from amos_zoo.infer.stitching import with_cpu_stitching_fallback
 from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import evaluate_case
 from amos_zoo.models.registry import build_network, network_kwargs
@@ -357,20 +357,12 @@ class SegmentationModule(pl.LightningModule):
         the windows still run on the device and are stitched in CPU memory, for this and every later volume: the
         Predictor's fallback (:meth:`amos_zoo.infer.predictor.Predictor._logits`), in validation.
         """
-        if not self._stitch_on_cpu:
-            try:
-                return self._sliding_window(image, None)
-            except torch.OutOfMemoryError:
-                self._stitch_on_cpu = True
-            # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
-            if image.device.type == "cuda":
-                torch.cuda.empty_cache()
-            warnings.warn(
-                f"out of memory on {image.device} for a {tuple(image.shape[2:])} volume in validation; stitching "
-                "windows on the CPU from now on",
-                stacklevel=2,
-            )
-        return self._sliding_window(image, "cpu")
+        return with_cpu_stitching_fallback(
+            self,
+            lambda stitch_device: self._sliding_window(image, stitch_device),
+            image.device,
+            f"a {tuple(image.shape[2:])} volume in validation",
+        )
 
     def _sliding_window(self, image: torch.Tensor, stitch_device: str | None) -> torch.Tensor:
         extra = {} if stitch_device is None else {"sw_device": image.device, "device": stitch_device}
