@@ -143,3 +143,22 @@ def test_reproduce_under_ddp_writes_one_row_from_rank_zero(tmp_path):
     assert len(rows) == 1 and json.loads(rows[0].read_text())["devices"] == 2
     assert len(list(rows[0].parent.glob("predictions/*.nii.gz"))) == 2  # the 2 synthetic validation CT cases
     assert done.stdout.count("row written under") == 1  # rank 1 neither predicted nor wrote
+
+
+def test_a_finished_run_is_reused_only_when_scored_as_asked():
+    """A rerun of `reproduce` reuses a finished fold only when it was scored as the command asks: the checkpoint
+    requested (not the one used: 'best' falls back to the final one when validation never saved one), the
+    empty-organ rule and the regions; otherwise the fold runs again."""
+    from amos_zoo.experiments.reproduce import _scored_alike
+    from amos_zoo.metrics.regions import _TASK_REGIONS
+
+    brats = _TASK_REGIONS["Task01_BrainTumour"]
+    row = {"checkpoint_requested": "best", "checkpoint_choice": "final: ...", "empty_policy": "nnunet"}
+    assert _scored_alike(row, {"checkpoint": "best", "empty_policy": "nnunet", "regions": None})
+    assert not _scored_alike(row, {"checkpoint": "final", "empty_policy": "nnunet", "regions": None})
+    assert not _scored_alike(row, {"checkpoint": "best", "empty_policy": "score", "regions": None})
+    assert not _scored_alike(row, {"checkpoint": "best", "empty_policy": "nnunet", "regions": brats})
+    scored_on = {r.name: list(r.labels) for r in brats}
+    assert _scored_alike(
+        {**row, "scored_on": scored_on}, {"checkpoint": "best", "empty_policy": "nnunet", "regions": brats}
+    )

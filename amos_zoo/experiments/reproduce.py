@@ -241,6 +241,7 @@ def _resumable_run(fit_args: list[str], run_dir: Path, progress: bool, info: dic
     read before the processes connect, and written after."""
     from amos_zoo.experiments.run import finished_experiment, resume_checkpoint, run_config, run_experiment
 
+    info = {**info, "checkpoint_requested": scoring.get("checkpoint", "best")}  # "best" falls back to the final one
     done = finished_experiment(run_dir, fit_args)
     if done is not None and _scored_alike(done.row, scoring):
         print(f"{run_dir}: finished with the same configuration; reusing its row", flush=True)
@@ -258,7 +259,7 @@ def _scored_alike(row: dict, scoring: dict) -> bool:
     regions = scoring.get("regions")
     wanted_regions = None if regions is None else {r.name: list(r.labels) for r in regions}
     return (
-        row.get("checkpoint_choice", "").split(":")[0] == scoring.get("checkpoint", "best")
+        row.get("checkpoint_requested") == scoring.get("checkpoint", "best")
         and row.get("empty_policy") == scoring.get("empty_policy", "score")
         and row.get("scored_on") == wanted_regions
     )
