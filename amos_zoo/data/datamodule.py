@@ -347,22 +347,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         from amos_zoo.data.plan import load_plan, make_plan
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        if self.plan_path.is_file():
-            plan = load_plan(self.plan_path)
-        else:
+        plan = load_plan(self.plan_path) if self.plan_path.is_file() else None
+        if plan is not None and self.recipe.patch_rule == "planned" and plan.configuration is None:
+            self.plan_path.unlink()  # a plan made before configurations: planned again
+            plan = None
+        if plan is None:
             workers = max(1, min(self.num_workers or 1, os.cpu_count() or 1))
-            plan = make_plan(
-                self.plan_cases(),
-                self.recipe.name,
-                self.recipe.fingerprint,
-                self.plan_path,
-                workers,
-                progress,
-                **self._configuration_args(),
-            )
-        if self.recipe.patch_rule == "planned" and plan.configuration is None:  # a plan made before configurations
-            workers = max(1, min(self.num_workers or 1, os.cpu_count() or 1))
-            self.plan_path.unlink()
             plan = make_plan(
                 self.plan_cases(),
                 self.recipe.name,
