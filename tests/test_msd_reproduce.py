@@ -5,6 +5,7 @@ own region and label code), nnU-Net's per-channel normalisation on the task's pl
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -238,10 +239,45 @@ def test_reproduce_smoke_on_every_decathlon_task(task, protocol, model, tmp_path
     assert first.shape == reference.shape and np.allclose(first.affine, reference.affine)  # original geometry
 
 
+def test_published_decathlon_numbers_name_their_source_split_and_classes():
+    """Every published Decathlon number: a Dice in [0, 1] with its table and split; its per-class values (the task's
+    labels as the MSD dataset.json names them, or BraTS' regions) in [0, 1] and averaging to it; BrainTumour numbers
+    say whether labels or regions were scored; and nnU-Net's challenge submission is there for all ten tasks."""
+    from amos_zoo.metrics.regions import BRATS_REGIONS
+    from amos_zoo.models import MODEL_REGISTRY
+
+    decathlon = [p for p in load_published() if p["task"] in MSD_TASKS]
+    assert {p["split_kind"] for p in decathlon} == {"official", "cross-validation", "hold-out"}
+    for p in decathlon:
+        name = f"{p['published_name']} / {p['task']}"
+        assert p["metric"] == "dice" and 0 < p["value"] <= 1, name
+        assert p["model"] is None or p["model"] in MODEL_REGISTRY, name
+        assert p["split"] and p["protocol_description"], name
+        assert re.search(r"\btable\b|README|issues/", p["citation"], re.IGNORECASE), name  # where it was read
+        what = {"official": "test", "cross-validation": "cross-validation", "hold-out": "split"}[p["split_kind"]]
+        assert what in p["split"], name  # the split text says which cases were scored
+        if p["task"] == "Task01_BrainTumour" and "per_class" in p:
+            assert p["scored_on"] in ("labels", "regions"), name
+        if "per_class" not in p:
+            continue
+        classes = p["per_class"]
+        if p.get("scored_on") == "regions":
+            assert list(classes) == [r.name for r in BRATS_REGIONS], name
+        else:
+            assert list(classes) == list(MSD_TASKS[p["task"]].labels.values())[1:], name
+        assert all(0 < v <= 1 for v in classes.values()), name
+        # the mean of the printed per-class values; a paper's own mean column may round its unrounded values
+        assert sum(classes.values()) / len(classes) == pytest.approx(p["value"], abs=1e-3), name
+    challenge = {p["task"] for p in decathlon if p["model"] == "nnunet" and p["split_kind"] == "official"}
+    assert challenge == set(MSD_TASKS)
+    unetr = {p["task"]: p for p in decathlon if p["model"] == "unetr"}
+    assert set(unetr) == {"Task01_BrainTumour", "Task09_Spleen"} and unetr["Task09_Spleen"]["value"] == 0.964
+
+
 def test_the_decathlon_table(tmp_path):
-    """Tasks as columns, runs as rows, the published number beside ours, labelled when protocol or split differ;
-    written as markdown, CSV and PNG."""
-    from amos_zoo.experiments.table import write_table
+    """Tasks as columns, runs as rows, the published number beside ours, labelled when protocol, split or (BrainTumour)
+    scoring differ; written as markdown, CSV and PNG."""
+    from amos_zoo.experiments.table import comparison_label, write_table
 
     def row(task, protocol, model, dice):
         return {
@@ -252,9 +288,11 @@ def test_the_decathlon_table(tmp_path):
             "metrics": {"overall": {"dice": dice, "nsd": 0.5}, "per_modality": {}, "per_organ_dice": {"x": dice}},
         }
 
+    brats = {"whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing tumour": [3]}  # as reproduce records it
     rows = [
         row("Task09_Spleen", "btcv", "unet", 0.9),
-        row("Task01_BrainTumour", "nnunet-v2", "nnunet", 0.7),
+        {**row("Task01_BrainTumour", "nnunet-v2", "nnunet", 0.7), "scored_on": brats},
+        {**row("Task01_BrainTumour", "btcv", "unetr", 0.72), "scored_on": brats},
         row("Task03_Liver", "nnunet-v2", "nnunet", 0.75),
     ]
     published = load_published()
@@ -271,25 +309,41 @@ def test_the_decathlon_table(tmp_path):
         line = next(ln for ln in markdown.splitlines() if ln.startswith(f"| {name} |"))
         return [c.strip() for c in line.split("|")[2:-1]]
 
-    # nnU-Net's own LiTS cross-validation under nnunet-v2: like for like, no label; its v1 cross-validation: another
-    # protocol; its challenge test-set scores: another protocol and split; the spleen bundle's hold-out: likewise
-    assert cells("nnunet-v2 / nnunet")[:3] == [
-        "0.7000 vs 0.6133 [1] (different protocol and split)",
+    # UNETR's own hold-out, scored on the regions as ours: another protocol and split; nnU-Net's 2018 challenge
+    # test-set and 5-fold cross-validation BrainTumour numbers are per label: scoring differs too
+    assert cells("btcv / unetr")[0] == "0.7200 vs 0.7110 [1] (different protocol and split)"
+    assert cells("nnunet-v2 / nnunet")[0] == (
+        "0.7000 vs 0.6120 [2] (different protocol, split and scoring) vs 0.7400 [3] (different protocol and scoring)"
+    )
+    # nnU-Net's own LiTS cross-validation under nnunet-v2: like for like, no label; its 2018 test-set score: another
+    # protocol and split; its 2018 and v1 cross-validations: another protocol; the spleen bundle's hold-out: another
+    # protocol and split
+    assert cells("nnunet-v2 / nnunet")[1:3] == [
         "",
-        "0.7500 vs 0.8009 [2] vs 0.8450 [3] (different protocol and split) vs 0.7915 [4] (different protocol)",
+        "0.7500 vs 0.8009 [4] vs 0.8448 [5] (different protocol and split) vs 0.7792 [6] (different protocol) "
+        "vs 0.7915 [7] (different protocol)",
     ]
-    assert cells("btcv / unet")[8] == "0.9000 vs 0.9600 [5] (different protocol and split)"
-    assert cells("published: SwinUNETR (nnU-Net Revisited)")[2] == "0.7650 [6]"  # no swin_unetr run: its own row
+    assert cells("btcv / unet")[8] == "0.9000 vs 0.9600 [8] (different protocol and split)"
+    assert cells("published: SwinUNETR (nnU-Net Revisited)")[2] == "0.7650 [9]"  # no swin_unetr run: its own row
     challenge = cells("published: nnU-Net (MSD 2018 challenge submission, test set)")  # the tasks without a run
-    assert challenge[:3] == ["", "0.9300 [7]", ""] and challenge[9] == "0.5600 [14]"
-    assert "- [5] MONAI model zoo spleen_ct_segmentation (UNet), Task09_Spleen: 0.9600" in markdown
+    assert challenge[:4] == ["", "0.9277 [10]", "", "0.8966 [11]"] and challenge[9] == "0.5600 [17]"
+    crossval = cells("published: nnU-Net 3D U-Net (2018 paper, 5-fold cross-validation)")
+    assert crossval[1] == "0.9245 [18]" and crossval[7:] == ["", "", ""]  # phase 1 only: no HepaticVessel..Colon
+    assert cells("published: UNETR (WACV 2022, Table 2)")[8] == "0.9640 [23]"
+    assert "- [8] MONAI model zoo spleen_ct_segmentation (UNet), Task09_Spleen: 0.9600" in markdown
+    assert "- [2] nnU-Net (MSD 2018 challenge submission, test set), Task01_BrainTumour: 0.6120" in markdown
+    unetr = next(p for p in published if p["model"] == "unetr" and p["task"] == "Task01_BrainTumour")
+    per_label = {"edema": [1], "non-enhancing tumor": [2], "enhancing tumour": [3]}  # a run scored label by label
+    by_label = {**row("Task01_BrainTumour", "btcv", "unetr", 0.7), "scored_on": per_label}
+    assert comparison_label(by_label, unetr) == "(different protocol, split and scoring)"
+    assert comparison_label(row("Task01_BrainTumour", "btcv", "unetr", 0.7), unetr) == "(different protocol and split)"
 
     for r in rows:
         folder = tmp_path / r["task"] / r["protocol"] / r["model"]
         folder.mkdir(parents=True)
         (folder / "row.json").write_text(json.dumps(r))
     written = write_table(tmp_path)
-    assert written == (tmp_path / "table.md").read_text() and "| nnunet-v2 / nnunet | 0.7000 vs 0.6133 [1]" in written
+    assert written == (tmp_path / "table.md").read_text() and "| nnunet-v2 / nnunet | 0.7000 vs 0.6120 [2]" in written
     assert (tmp_path / "decathlon.png").stat().st_size > 0 and not (tmp_path / "table.csv").exists()
     csv_lines = (tmp_path / "decathlon.csv").read_text().splitlines()
     assert csv_lines[0].startswith("task,model,dice") and len(csv_lines) == 1 + len(lines)

@@ -2,9 +2,11 @@
 
 A run is compared with a published number of the same model and task; the difference is shown plainly only when
 the number was produced under the run's protocol and the same kind of split (official split, cross-validation),
-and is labelled ``(different protocol)``, ``(different split)`` or both otherwise. AMOS rows make the AMOS table
-(``table.csv``, ``table.png``); Decathlon rows the Decathlon table (``decathlon.csv``, ``decathlon.png``: tasks as
-columns, runs and published sources as rows, mean Dice per task); ``table.md`` holds both."""
+and is labelled ``(different protocol)``, ``(different split)`` or both otherwise (``scoring`` too where a Decathlon
+BrainTumour number was scored per label, the challenge's way, and the run on the BraTS regions, or the reverse).
+AMOS rows make the AMOS table (``table.csv``, ``table.png``); Decathlon rows the Decathlon table (``decathlon.csv``,
+``decathlon.png``: tasks as columns, runs and published sources as rows, mean Dice per task); ``table.md`` holds
+both."""
 
 from __future__ import annotations
 
@@ -44,14 +46,30 @@ def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
+def _scoring(row: dict) -> str | None:
+    """How a Decathlon run was scored: "regions" when a scored region joins labels (BrainTumour's BraTS regions),
+    "labels" when each label is scored on its own, None when the row does not say."""
+    scored_on = row.get("scored_on")
+    if not scored_on:
+        return None
+    return "regions" if any(len(labels) > 1 for labels in scored_on.values()) else "labels"
+
+
 def comparison_label(row: dict, entry: dict) -> str:
-    """ "" when a published number was produced under the run's protocol and kind of split, else what differs."""
+    """ "" when a published number was produced under the run's protocol and kind of split (and, where the entry
+    says how it was scored, ``scored_on``: labels or regions, the same way), else what differs."""
     differs = []
     if entry.get("protocol") != row.get("protocol"):
         differs.append("protocol")
     if entry.get("split_kind") != row.get("split_kind"):
         differs.append("split")
-    return f"(different {' and '.join(differs)})" if differs else ""
+    scoring = _scoring(row)
+    if entry.get("scored_on") and scoring and entry["scored_on"] != scoring:
+        differs.append("scoring")
+    if not differs:
+        return ""
+    what = differs[0] if len(differs) == 1 else f"{', '.join(differs[:-1])} and {differs[-1]}"
+    return f"(different {what})"
 
 
 def _in_benchmark(task: str | None, benchmark: str) -> bool:
