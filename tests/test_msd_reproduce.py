@@ -329,7 +329,7 @@ def test_the_decathlon_table(tmp_path):
     assert challenge[:4] == ["", "0.9277 [10]", "", "0.8966 [11]"] and challenge[9] == "0.5600 [17]"
     crossval = cells("published: nnU-Net 3D U-Net (2018 paper, 5-fold cross-validation)")
     assert crossval[1] == "0.9245 [18]" and crossval[7:] == ["", "", ""]  # phase 1 only: no HepaticVessel..Colon
-    assert cells("published: UNETR (WACV 2022, Table 2)")[8] == "0.9640 [23]"
+    assert cells("published: UNETR (WACV 2022, Table 2; own hold-out split)")[8] == "0.9640 [23]"
     assert "- [8] MONAI model zoo spleen_ct_segmentation (UNet), Task09_Spleen: 0.9600" in markdown
     assert "- [2] nnU-Net (MSD 2018 challenge submission, test set), Task01_BrainTumour: 0.6120" in markdown
     unetr = next(p for p in published if p["model"] == "unetr" and p["task"] == "Task01_BrainTumour")
