@@ -274,6 +274,32 @@ def test_published_decathlon_numbers_name_their_source_split_and_classes():
     assert set(unetr) == {"Task01_BrainTumour", "Task09_Spleen"} and unetr["Task09_Spleen"]["value"] == 0.964
 
 
+def test_a_published_entry_out_of_range_or_of_unknown_scoring_is_refused(tmp_path):
+    entry = {
+        "model": "unetr",
+        "published_name": "x",
+        "task": "Task09_Spleen",
+        "metric": "dice",
+        "value": 0.9,
+        "protocol": None,
+        "protocol_description": "d",
+        "split_kind": "hold-out",
+        "split": "s",
+        "citation": "c, Table 1",
+    }
+    bad = tmp_path / "published.yaml"
+    for change, message in [
+        ({"value": 96.4}, r"entry 0: a Dice \(value, per_class\) outside \[0, 1\]: \[96.4\]"),
+        ({"per_class": {"spleen": 1.2}}, r"outside \[0, 1\]: \[0.9, 1.2\]"),
+        ({"scored_on": "voxels"}, "scored_on is 'voxels', not 'labels' or 'regions'"),
+    ]:
+        bad.write_text(json.dumps({"entries": [{**entry, **change}]}))
+        with pytest.raises(ValueError, match=message):
+            load_published(bad)
+    bad.write_text(json.dumps({"entries": [{**entry, "per_class": {"spleen": 0.9}, "scored_on": "labels"}]}))
+    assert load_published(bad)[0]["per_class"] == {"spleen": 0.9}
+
+
 def test_the_decathlon_table(tmp_path):
     """Tasks as columns, runs as rows, the published number beside ours, labelled when protocol, split or (BrainTumour)
     scoring differ; written as markdown, CSV and PNG."""

@@ -27,7 +27,8 @@ REQUIRED = ("published_name", "metric", "value", "split", "split_kind", "protoco
 
 
 def load_published(path: str | Path | None = None) -> list[dict]:
-    """Published entries (default: the file shipped in ``amos_zoo/resources/published.yaml``); each must cite."""
+    """Published entries (default: the file shipped in ``amos_zoo/resources/published.yaml``); each must cite, and a
+    Dice (``value``, optional ``per_class``) lie in [0, 1]; ``scored_on``, where given, is labels or regions."""
     text = (
         Path(path).read_text() if path else resources.files("amos_zoo").joinpath("resources/published.yaml").read_text()
     )
@@ -38,6 +39,15 @@ def load_published(path: str | Path | None = None) -> list[dict]:
             raise ValueError(
                 f"{path or 'published.yaml'}: entry {i} lacks {', '.join(missing)}; every number needs "
                 "its source, split and protocol"
+            )
+        values = [e["value"], *(e.get("per_class") or {}).values()]
+        if e["metric"] == "dice" and not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
+            raise ValueError(
+                f"{path or 'published.yaml'}: entry {i}: a Dice (value, per_class) outside [0, 1]: {values}"
+            )
+        if e.get("scored_on") not in (None, "labels", "regions"):
+            raise ValueError(
+                f"{path or 'published.yaml'}: entry {i}: scored_on is {e['scored_on']!r}, not 'labels' or 'regions'"
             )
     return entries
 
