@@ -210,26 +210,14 @@ def summarise_masks(masks: list[dict[str, Any]], metrics: list[str]) -> dict[str
 
 def _load_model(model: str, weights: str | None, image_size: int | None, trust: bool):
     from amos_zoo.promptable.models import build_promptable, get_promptable
-    from amos_zoo.promptable.weights import PROMPTABLE_WEIGHTS, load_promptable_weights
-    from amos_zoo.weights.download import fetch
+    from amos_zoo.promptable.weights import load_promptable_weights, resolve_promptable_weights
 
     spec = get_promptable(model)
     size = image_size or spec.image_size
-    path, verified = weights, "local file"
-    if weights in PROMPTABLE_WEIGHTS:  # resolved before the network is built: a refusal costs nothing
-        entry = PROMPTABLE_WEIGHTS[weights]
-        if not entry.direct_download:
-            raise ValueError(
-                f"weights {weights!r} are published as a web page ({entry.url}): download the file by hand and "
-                "pass its path with --weights PATH"
-            )
-        if entry.sha256 is None and not trust:
-            raise ValueError(f"weights {weights!r}: the source states no digest; pass --trust to download {entry.url}")
-        path = fetch(entry.url, entry.sha256)
-        verified = "sha256" if entry.sha256 else "not verified (trusted by the user)"
-    network = build_promptable(model, image_size=size)
     if weights in (None, "", "none"):
-        return spec, network, None, size
+        return spec, build_promptable(model, image_size=size), None, size
+    path, verified = resolve_promptable_weights(weights, trust=trust)  # before the network: a refusal costs nothing
+    network = build_promptable(model, image_size=size)
     report = load_promptable_weights(network, path, verified=verified)
     return spec, network, report, size
 
