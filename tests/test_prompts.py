@@ -206,8 +206,9 @@ def test_samed2d_resize_is_opencv_nearest_and_the_output_maps_back_exactly():
     pipe = get_pipeline("samed2d", 64)
     x, geometry = pipe.image(image)
     bgr = image[..., ::-1].astype(np.float64)
-    expected = (nearest_resize(bgr, 64) - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]
-    assert torch.allclose(x[0], torch.from_numpy(expected.transpose(2, 0, 1)).float())
+    # DataLoader.py's order (normalise, then utils.train_transforms' resize): the same values, bit for bit
+    expected = nearest_resize((bgr - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375], 64)
+    assert torch.equal(x[0], torch.from_numpy(np.ascontiguousarray(expected.transpose(2, 0, 1))).float())
     # block-aligned low-resolution logits -> the original size (bilinear twice), then the prompt space again
     # (stripes: bilinear interpolation of a one-dimensional +-1 step crosses 0 exactly at the cell border)
     square = get_pipeline("samed2d", 64)
