@@ -131,3 +131,18 @@ def test_training_items_draw_a_mask_and_widen_its_box_per_sample_from_the_seed(t
 
 def _split(batch: dict) -> list[dict]:
     return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["box"]))]
+
+
+def test_shipped_config_is_the_cards_recipe():
+    import yaml
+
+    from amos_zoo.config_files import config_file
+
+    card = get_prompt_protocol("medsam-finetune")
+    config = yaml.safe_load(config_file("samed2d/medsam_finetune.yaml").read_text())
+    model, data = config["model"], config["data"]
+    assert (model["optimizer"], model["lr"], model["weight_decay"]) == ("adamw", card.get("train.lr"), 0.01)
+    assert model["scheduler"] == "none" and model["arch"] == "medsam_vit_b" and model["protocol"] == card.name
+    assert data["prompt_protocol"] == card.name and data["batch_size"] == card.get("train.batch_size")
+    assert data["patch_size"] == [card.get("input.image_size")] * 2 and card.get("input.pipeline") == "medsam"
+    assert "configs/samed2d/medsam_finetune.yaml" in card.get("doc.command")
