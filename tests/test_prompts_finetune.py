@@ -72,6 +72,14 @@ def test_medsam_recipe_through_fit_lowers_the_loss_and_raises_dice_on_the_demo_s
     meta = checkpoint["amos_zoo"]
     assert meta["card"]["arch"] == "sam_tiny" and meta["card"]["roi_size"] == [64, 64]
     assert meta["promptable"]["pipeline"] == "sam" and meta["promptable"]["image_size"] == 64  # sam_tiny's card
+    # evaluate-prompts reads the fine-tuned checkpoint (--weights runs/.../last.ckpt): the trained network's tensors
+    from amos_zoo.promptable.models import build_promptable
+    from amos_zoo.promptable.weights import load_promptable_weights
+
+    evaluated = build_promptable("sam_tiny", image_size=64)
+    report = load_promptable_weights(evaluated, tmp_path / "checkpoints" / "last.ckpt")
+    assert report.fmt == "amos-zoo-checkpoint" and not report.missing and not report.unexpected
+    assert all(torch.equal(v, module.net.state_dict()[k]) for k, v in evaluated.state_dict().items())
 
 
 def test_recipe_optimiser_loss_and_frozen_prompt_encoder_are_the_cards():

@@ -201,7 +201,8 @@ class _TensorsOnly:
 
 
 def read_promptable_checkpoint(path: str | Path) -> tuple[dict[str, Any], str, list[str]]:
-    """(state dict, layout name, top-level entries skipped unread) of a SAM / MedSAM / SAM-Med2D file."""
+    """(state dict, layout name, top-level entries skipped unread) of a SAM / MedSAM / SAM-Med2D file, or of an
+    amos-zoo fine-tuning checkpoint (``amos-zoo fit`` with a promptable arch)."""
     import torch
 
     path = Path(path)
@@ -214,6 +215,10 @@ def read_promptable_checkpoint(path: str | Path) -> tuple[dict[str, Any], str, l
         obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True, pickle_module=_TensorsOnly)
     except RuntimeError as err:
         raise ValueError(f"{path}: not a torch checkpoint ({err})") from err
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "amos_zoo" in obj:
+        # an amos-zoo fine-tuning checkpoint (SegmentationModule with a promptable arch): the network is ``net.``
+        state = {k[4:]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+        return state, "amos-zoo-checkpoint", sorted(str(k) for k in obj if k != "state_dict")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         state = {k: v for k, v in obj["model"].items() if isinstance(v, torch.Tensor)}
         return state, "sam-med2d", sorted(str(k) for k in obj if k != "model")
