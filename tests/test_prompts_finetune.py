@@ -71,7 +71,10 @@ def test_medsam_recipe_through_fit_lowers_the_loss_and_raises_dice_on_the_demo_s
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     meta = checkpoint["amos_zoo"]
     assert meta["card"]["arch"] == "sam_tiny" and meta["card"]["roi_size"] == [64, 64]
-    assert meta["promptable"]["pipeline"] == "sam" and meta["promptable"]["image_size"] == 64  # sam_tiny's card
+    assert meta["card"]["protocol"] == "medsam-finetune"
+    # sam_tiny's card at the trained size, with the pipeline it was trained through (MedSAM's, not SamPredictor's)
+    assert meta["promptable"]["name"] == "sam_tiny" and meta["promptable"]["image_size"] == 64
+    assert meta["promptable"]["pipeline"] == "medsam" and meta["promptable"]["multimask"] == "single"
     # evaluate-prompts reads the fine-tuned checkpoint (--weights runs/.../last.ckpt): the trained network's tensors
     from amos_zoo.promptable.models import build_promptable
     from amos_zoo.promptable.weights import load_promptable_weights
@@ -107,6 +110,8 @@ def test_recipe_optimiser_loss_and_frozen_prompt_encoder_are_the_cards():
     out.sum().backward()
     assert module.net.image_encoder.patch_embed.proj.weight.grad is not None
     assert all(p.grad is None for p in module.net.prompt_encoder.parameters())
+    with pytest.raises(TypeError, match="promptable model"):
+        module(image)
 
 
 def test_training_items_draw_a_mask_and_widen_its_box_per_sample_from_the_seed(tmp_path):

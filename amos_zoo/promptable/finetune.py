@@ -169,8 +169,15 @@ def resolve_and_load(net: torch.nn.Module, weights: str, sha256: str | None = No
 
 
 def promptable_checkpoint_card(card: ModelCard) -> dict[str, Any]:
-    """The promptable model's card as a checkpoint records it (its registry card at the trained input size)."""
+    """The promptable model's card as a checkpoint records it: its registry card at the trained input size, with the
+    input pipeline and output of the fine-tuning protocol it was trained through (MedSAM's for ``medsam-finetune``)."""
     from amos_zoo.promptable.models import get_promptable
+    from amos_zoo.promptable.protocols import list_prompt_protocols
 
     size = int(dict(card.arch_kwargs).get("image_size", card.roi_size[0]))
-    return {**get_promptable(card.arch).card(), "image_size": size, "protocol": card.protocol}
+    out = {**get_promptable(card.arch).card(), "image_size": size, "protocol": card.protocol}
+    protocol = next((p for p in list_prompt_protocols() if p.name == card.protocol), None)
+    if protocol is not None:  # what it was trained with: the protocol's pipeline and output
+        out["pipeline"] = protocol.get("input.pipeline", out["pipeline"])
+        out["multimask"] = protocol.get("decode.multimask", out["multimask"])
+    return out

@@ -210,6 +210,14 @@ class SegmentationModule(pl.LightningModule):
             self.device.type if self._trainer is None else self.trainer.strategy.root_device.type
         )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        prompt_protocol = datamodule.hparams.get("prompt_protocol") if hasattr(datamodule, "hparams") else None
+        if self.is_promptable and prompt_protocol:  # the card records the fine-tuning protocol the data follows
+            self.hparams.protocol = prompt_protocol
+        elif self.is_promptable and datamodule is not None:
+            raise ValueError(
+                f"{self.hparams.arch} is a promptable model: train it on a data module in prompt mode "
+                "(--data.prompt_protocol medsam-finetune; configs/samed2d/medsam_finetune.yaml)"
+            )
         if datamodule is not None and hasattr(datamodule, "recipe") and getattr(datamodule, "spatial_dims", 3) == 3:
             # the data module's recipe, completed by the dataset's plan in its setup: every checkpoint's card
             # carries the preprocessing the network was trained with
@@ -323,6 +331,11 @@ class SegmentationModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, *spatial)."""
+        if self.is_promptable:
+            raise TypeError(
+                f"{self.hparams.arch} is a promptable model (image + prompt -> mask): use "
+                "amos_zoo.promptable.finetune.prompt_logits(module.net, image, box) or amos-zoo evaluate-prompts"
+            )
         return self.net(x)
 
     # ---- training ---------------------------------------------------------------------------------
@@ -447,6 +460,8 @@ class SegmentationModule(pl.LightningModule):
                 tolerance=self.hparams.nsd_tolerance,
             )[1]
             class_id = int(batch["class_id"][b])
+            if class_id not in self.label_names:
+                raise ValueError(f"{batch['case_id'][b]}: class {class_id} is not in the module's labels (num_classes)")
             key = str(batch["case_id"][b])
             modality = str(batch["modality"][b]) if "modality" in batch else "CT"
             self._val.add(CaseResult(key, modality, {i: values if i == class_id else nan for i in self.label_ids}))
