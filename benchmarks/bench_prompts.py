@@ -5,8 +5,9 @@ image, normalises and resizes it, and the loop runs the image encoder again for 
 encoder and mask decoder, postprocess_masks, the loss criterion and SegMetrics. ``source_loop`` below is that
 loop, step by step (cv2's nearest resize as torch's ``nearest``, which is the same rule; the prompts replayed
 from amos-zoo's prompts file, as test.py's --prompt_path does). amos-zoo encodes each image once for all its
-masks. Both run the same network, in the same process, precision (fp32) and thread count, warmed up,
-interleaved, ``--repeats`` times; the script prints the median and spread of masks per second,
+masks and decodes their boxes in one batched prompt-encoder + mask-decoder call. Both run the same network, in
+the same process, precision (fp32) and thread count, warmed up, interleaved, ``--repeats`` times; the script
+prints the median and spread of masks per second,
 ``ratio_vs_source_loop`` and ``agreement`` (the fraction of masks whose predicted pixels are identical in both
 loops).
 

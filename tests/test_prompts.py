@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +206,9 @@ def test_samed2d_resize_is_opencv_nearest_and_the_output_maps_back_exactly():
     pipe = get_pipeline("samed2d", 64)
     x, geometry = pipe.image(image)
     bgr = image[..., ::-1].astype(np.float64)
-    expected = (nearest_resize(bgr, 64) - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]
-    assert torch.allclose(x[0], torch.from_numpy(expected.transpose(2, 0, 1)).float())
+    # DataLoader.py's order (normalise, then utils.train_transforms' resize): the same values, bit for bit
+    expected = nearest_resize((bgr - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375], 64)
+    assert torch.equal(x[0], torch.from_numpy(np.ascontiguousarray(expected.transpose(2, 0, 1))).float())
     # block-aligned low-resolution logits -> the original size (bilinear twice), then the prompt space again
     # (stripes: bilinear interpolation of a one-dimensional +-1 step crosses 0 exactly at the cell border)
     square = get_pipeline("samed2d", 64)
@@ -406,6 +408,47 @@ def test_encoding_each_image_once_gives_the_numbers_of_encoding_every_mask(slice
     assert (n_once, len(calls) - n_once) == (2, 4)  # 2 images, 4 masks
     strip = [{k: v for k, v in r.items()} for r in once["masks"]]
     assert strip == every["masks"] and once["prompts_sha256"] == every["prompts_sha256"]
+
+
+@pytest.mark.parametrize("protocol, options", [("samed2d-box", {}), ("samed2d-points", {"points": 5})])
+def test_decoding_the_masks_of_an_image_in_one_batch_gives_the_masks_of_one_at_a_time(
+    demo, tmp_path, protocol, options
+):
+    """segment-anything's decoder takes a batch of prompts against one image embedding: one call per image gives
+    the masks (and multimask choices) of one call per mask, on the demo's masks; iterative clicks are not batched."""
+    torch.manual_seed(0)
+    net = build_promptable("sam_med2d_tiny")
+    decoder_calls: dict[str, list[int]] = {"batched": [], "one": [], "iterative": []}
+    masks: dict[str, dict[str, np.ndarray]] = {"batched": {}, "one": {}, "iterative": {}}
+    rows = {}
+    for mode in ("batched", "one", "iterative"):
+        hook = net.mask_decoder.register_forward_hook(
+            lambda m, a, out, mode=mode: decoder_calls[mode].append(len(out[0]))
+        )
+        run = {"protocol": "samed2d-iterative", "iterations": 2} if mode == "iterative" else {"protocol": protocol}
+        row = evaluate_prompts(
+            "sam_med2d_tiny",
+            data=demo,
+            out=tmp_path / mode,
+            split="all",
+            progress=False,
+            network=net,
+            seed=3,
+            batch_masks=mode != "one",
+            on_mask=masks[mode].__setitem__,
+            **options,
+            **run,
+        )
+        hook.remove()
+        rows[mode] = row["masks"]
+        assert row["batch_masks"] == (mode == "batched")
+    per_image = Counter(r["image"] for r in rows["one"])
+    assert (len(per_image), len(rows["one"])) == (4, 30)  # the demo (label2image_test.json and image2label_train.json)
+    assert sorted(decoder_calls["batched"]) == sorted(per_image.values())  # one call per image, all its masks
+    assert decoder_calls["one"] == [1] * 30 and decoder_calls["iterative"] == [1] * 60
+    assert masks["batched"].keys() == masks["one"].keys()
+    assert all(np.array_equal(masks["batched"][k], masks["one"][k]) for k in masks["one"])
+    assert rows["batched"] == rows["one"]  # the scores alike
 
 
 def test_prompts_are_replayed_bit_for_bit_by_another_model(slices, tmp_path):

@@ -136,6 +136,13 @@ class SegmentationDataModule(pl.LightningDataModule):
             (nnU-Net v2), and foreground oversampling follows each sample's position in the global batch; False:
             every process takes ``batch_size`` (nnU-Net v1, research-contributions), the global batch is N times it.
             A global batch that N does not divide is refused. Protocol cards set it as their source does.
+        prompt_protocol: 2D only: a promptable model's fine-tuning protocol card (``medsam-finetune``): each training
+            item is an image through the card's input pipeline at ``patch_size`` (RGB, 3 channels), one of its masks
+            drawn at random at that size and the mask's box in input pixels, widened per side by up to the card's
+            shift; each validation item is one mask of a validation image with its tight box
+            (:mod:`amos_zoo.promptable.finetune`). The draws follow ``seed`` like the rest of the random state.
+        box_shift: prompt mode: the box widening in input pixels, replacing the card's (MedSAM's 20 px belong to a
+            1024 x 1024 input).
     """
 
     def __init__(
@@ -163,6 +170,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_folds: int = 5,
         epoch_iterations: int | None = None,
         global_batch: bool = False,
+        prompt_protocol: str | None = None,
+        box_shift: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -190,6 +199,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.spatial_dims = spatial_dims
         if spatial_dims == 2 and len(self.recipe.patch_size) != 2:
             raise ValueError(f"2D mode needs a 2D patch_size (e.g. [256, 256]); got {self.recipe.patch_size}")
+        if prompt_protocol is not None and spatial_dims != 2:
+            raise ValueError("data.prompt_protocol (promptable fine-tuning) needs 2D slices: data.spatial_dims 2")
         if fold is not None and not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
 
@@ -213,7 +224,10 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @property
     def num_channels(self) -> int:
-        """Input channels, from the dataset's modality / channel list."""
+        """Input channels, from the dataset's modality / channel list (3 in prompt mode: the promptable models'
+        pipelines feed RGB)."""
+        if self.hparams.get("prompt_protocol"):
+            return 3
         return self.index.num_channels
 
     @property
@@ -233,16 +247,21 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     # ---- splits -------------------------------------------------------------------------------------
     def slice_dicts(self, stage: str) -> list[dict[str, Any]]:
-        """2D mode: slice dictionaries of the ``train`` or ``val`` stage; the last ``val_fraction`` of the 3D
-        cases (all their slices) are held out, so no case is on both sides."""
+        """2D mode: slice dictionaries of the ``train`` or ``val`` stage. When ``val_split`` names a split the index
+        marks (the SAM-Med2D demo's ``test``), its slices validate and the ``training`` slices train; otherwise the
+        last ``val_fraction`` of the 3D cases (all their slices) are held out, so no case is on both sides."""
         index = self.index
         slices = [s for s in index.slices if s.split == "training" and s.masks]
-        cases = sorted({index.case_of(s) for s in slices})
-        n_val = max(1, int(round(len(cases) * self.hparams.val_fraction)))
-        val_cases = set(cases[-n_val:]) if len(cases) > 1 else set()
-        keep = [s for s in slices if (index.case_of(s) in val_cases) == (stage == "val")]
-        if stage == "val" and not keep:
-            keep = slices
+        marked = [s for s in index.slices if s.split == self.hparams.val_split and s.masks]
+        if marked and self.hparams.val_split != "training":
+            keep = slices if stage == "train" else marked
+        else:
+            cases = sorted({index.case_of(s) for s in slices})
+            n_val = max(1, int(round(len(cases) * self.hparams.val_fraction)))
+            val_cases = set(cases[-n_val:]) if len(cases) > 1 else set()
+            keep = [s for s in slices if (index.case_of(s) in val_cases) == (stage == "val")]
+            if stage == "val" and not keep:
+                keep = slices
         limit = self.hparams.max_train_cases if stage == "train" else self.hparams.max_val_cases
         if limit:
             keep = keep[:limit]
@@ -254,6 +273,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _setup_2d(self, stage: str | None) -> None:
         from amos_zoo.data.samed2d import LoadSamed2Dd
 
+        if self.hparams.get("prompt_protocol"):
+            return self._setup_prompts(stage)
         patch = tuple(self.recipe.patch_size)
         train_chain = [
             LoadSamed2Dd(),
@@ -273,6 +294,28 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.train_ds = Dataset(self.slice_dicts("train"), transform=mt.Compose(train_chain))
         if stage in (None, "fit", "validate", "test"):
             self.val_ds = Dataset(self.slice_dicts("val"), transform=mt.Compose([LoadSamed2Dd()]))
+
+    def _setup_prompts(self, stage: str | None) -> None:
+        """Prompt mode: one item per training image (a random mask and its widened box, drawn per sample), one
+        item per validation mask (its tight box)."""
+        from amos_zoo.promptable.finetune import PromptSampled, prompt_protocol_settings
+
+        pipeline, shift = prompt_protocol_settings(self.hparams.prompt_protocol, self.hparams.box_shift)
+        size = self.recipe.patch_size[0]
+        if len(set(self.recipe.patch_size)) != 1:
+            raise ValueError(f"prompt mode takes a square input (data.patch_size [S, S]); got {self.recipe.patch_size}")
+        if stage in (None, "fit"):
+            train = self.slice_dicts("train")
+            if not train:
+                raise ValueError(f"{self.root}: no training slices with masks")
+            self.train_ds = Dataset(train, transform=mt.Compose([PromptSampled(pipeline, size, shift)]))
+        if stage in (None, "fit", "validate", "test"):
+            per_mask = [
+                {"image": d["image"], "masks": [mask], "case_id": Path(mask[0]).stem}
+                for d in self.slice_dicts("val")
+                for mask in d["masks"]
+            ]
+            self.val_ds = Dataset(per_mask, transform=mt.Compose([PromptSampled(pipeline, size, 0)]))
 
     @property
     def split_kind(self) -> str:

@@ -3,10 +3,14 @@
 Every mask of the selected images is one item (as the sources' test loops). Its prompt is made by the protocol's
 rule (:mod:`amos_zoo.promptable.prompts`) or replayed from a prompts file; the image goes through the protocol's
 input pipeline (:mod:`amos_zoo.promptable.pipelines`) and is encoded once for all its masks (the sources' loops
-encode it again for every mask: ``encode_once=False`` does that, with the same numbers); the mask is scored at the
-original size by the metric suite (:func:`amos_zoo.metrics.case.evaluate_case`: Dice, NSD; IoU = Dice / (2 - Dice),
-exact for binary masks). The run writes ``prompts.json`` (unless it replayed one), ``row.json`` (model card,
-protocol with sources, split, load report, means per modality and sub-dataset, every mask) and ``table.md``.
+encode it again for every mask: ``encode_once=False`` does that, with the same numbers). With one decoding per mask
+(box, points) the prompts of all the masks of an image go through the prompt encoder and mask decoder in one
+batched call (``batch_masks=False``: one call per mask; the same masks on the demo slices, tested: the batched
+matrix products round differently in the last bit, about 1e-7, so a pixel exactly at the threshold could differ);
+iterative clicks decode one mask at a time. The mask is scored at the original size by the metric suite
+(:func:`amos_zoo.metrics.case.evaluate_case`: Dice, NSD; IoU = Dice / (2 - Dice), exact for binary masks). The run
+writes ``prompts.json`` (unless it replayed one), ``row.json`` (model card, protocol with sources, split, load
+report, means per modality and sub-dataset, every mask) and ``table.md``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import time
 from dataclasses import dataclass
 from functools import cache
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +184,65 @@ class PromptRunner:
                 mask_input = torch.sigmoid(low_res)
         return self.pipeline.mask(low_res, geometry), clicks
 
+    def decode_batch(self, embedding, geometry, prompts: list[tuple[Any, Any, Any]]):
+        """Low-resolution logits (B, 1, s, s) and predicted IoUs (B, 1) of B prompts ``(coords, labels, box)`` of
+        one image, in one prompt-encoder + mask-decoder call (segment-anything's decoder repeats the image's
+        embedding for every prompt: ``SamPredictor.predict_torch``'s batch of prompts). The prompts must have the
+        same kind and number of points (true within a protocol); the multimask choice stays per prompt."""
+        import torch
+
+        points = None
+        if len(prompts[0][0]):
+            xy = np.stack([self.pipeline.coords(np.asarray(c), geometry) for c, _, _ in prompts])
+            points = (
+                torch.as_tensor(xy, dtype=torch.float, device=self.device),
+                torch.as_tensor(np.array([labels for _, labels, _ in prompts]), dtype=torch.int, device=self.device),
+            )
+        boxes = None
+        if prompts[0][2] is not None:
+            corners = [
+                self.pipeline.coords(np.asarray(box, dtype=np.float64).reshape(2, 2), geometry).reshape(4)
+                for _, _, box in prompts
+            ]
+            boxes = torch.as_tensor(np.stack(corners), dtype=torch.float, device=self.device)
+        with torch.inference_mode():
+            if self._dense_pe is None:
+                self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=self._dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=self.multimask,
+            )
+        if self.multimask:  # per prompt: the output with the highest predicted IoU (test.py prompt_and_decoder)
+            best = torch.argmax(iou, dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
+        return low_res, iou
+
+    def segment_batch(self, embedding, geometry, prompts: list) -> list:
+        """:meth:`segment` (one decoding) for every mask of one image in one batched decoder call, the multimask
+        choice per mask. Iterative clicks are not batched: the decoder's matrix products over a batch round in the
+        last bit (about 1e-7) unlike one prompt's, which moved one pixel of one of the demo's 30 masks after three
+        click rounds, and a moved pixel can move every later click."""
+        low_res, _ = self.decode_batch(embedding, geometry, [(p.point_coords, p.point_labels, p.box) for p in prompts])
+        return [(self.pipeline.mask(low_res[i : i + 1], geometry), []) for i in range(len(prompts))]
+
+
+def _segment_image(runner: PromptRunner, encoded, prompts: list) -> list:
+    """Every prompt of one image, batched by prompt shape (number of points, box or not: one batch within a
+    protocol), results in the given order."""
+    shapes: dict[tuple[int, bool], list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        shapes.setdefault((len(prompt.point_coords), prompt.box is None), []).append(i)
+    results: list = [None] * len(prompts)
+    for members in shapes.values():
+        for i, result in zip(members, runner.segment_batch(*encoded, [prompts[i] for i in members])):
+            results[i] = result
+    return results
+
 
 def _score(truth: np.ndarray, pred: np.ndarray, with_nsd: bool, tolerance: float) -> dict[str, float]:
     from amos_zoo.metrics.case import evaluate_case
@@ -210,26 +274,14 @@ def summarise_masks(masks: list[dict[str, Any]], metrics: list[str]) -> dict[str
 
 def _load_model(model: str, weights: str | None, image_size: int | None, trust: bool):
     from amos_zoo.promptable.models import build_promptable, get_promptable
-    from amos_zoo.promptable.weights import PROMPTABLE_WEIGHTS, load_promptable_weights
-    from amos_zoo.weights.download import fetch
+    from amos_zoo.promptable.weights import load_promptable_weights, resolve_promptable_weights
 
     spec = get_promptable(model)
     size = image_size or spec.image_size
-    path, verified = weights, "local file"
-    if weights in PROMPTABLE_WEIGHTS:  # resolved before the network is built: a refusal costs nothing
-        entry = PROMPTABLE_WEIGHTS[weights]
-        if not entry.direct_download:
-            raise ValueError(
-                f"weights {weights!r} are published as a web page ({entry.url}): download the file by hand and "
-                "pass its path with --weights PATH"
-            )
-        if entry.sha256 is None and not trust:
-            raise ValueError(f"weights {weights!r}: the source states no digest; pass --trust to download {entry.url}")
-        path = fetch(entry.url, entry.sha256)
-        verified = "sha256" if entry.sha256 else "not verified (trusted by the user)"
-    network = build_promptable(model, image_size=size)
     if weights in (None, "", "none"):
-        return spec, network, None, size
+        return spec, build_promptable(model, image_size=size), None, size
+    path, verified = resolve_promptable_weights(weights, trust=trust)  # before the network: a refusal costs nothing
+    network = build_promptable(model, image_size=size)
     report = load_promptable_weights(network, path, verified=verified)
     return spec, network, report, size
 
@@ -250,6 +302,7 @@ def evaluate_prompts(
     device: str = "cpu",
     pipeline: str | None = None,
     encode_once: bool = True,
+    batch_masks: bool = True,
     trust: bool = False,
     progress: bool = True,
     network=None,
@@ -260,7 +313,8 @@ def evaluate_prompts(
     input size under the same protocol settings). ``network`` evaluates an already built network instead of
     building ``model`` (its card is still ``model``'s); ``on_mask(key, mask)`` receives every predicted mask.
     ``pipeline`` replaces the protocol's input pipeline (``model``: the model card's own, e.g. SAM's
-    ``SamPredictor`` preprocessing for ``sam_vit_b``).
+    ``SamPredictor`` preprocessing for ``sam_vit_b``). ``encode_once`` encodes each image once for all its masks and
+    ``batch_masks`` decodes them in one call (one decoding per mask only); both off is the sources' loop.
 
     One function because it is the sources' test loop in order: items, prompts, encode, decode, score, write."""
     import torch
@@ -312,42 +366,50 @@ def evaluate_prompts(
     out.mkdir(parents=True, exist_ok=True)
     made: dict[str, Any] = {}
     rows = []
-    cache: tuple[Path | None, Any] = (None, None)
     start = time.perf_counter()
-    bar = tqdm(items, desc=f"{model} {protocol}", unit="mask", disable=not progress)
-    for item in bar:
-        if encode_once and cache[0] == item.image:
-            embedding, geometry = cache[1]
+    bar = tqdm(total=len(items), desc=f"{model} {protocol}", unit="mask", disable=not progress)
+    for image_path, group in groupby(items, key=lambda i: i.image):  # items are sorted by image
+        group = list(group)
+        encoded = runner.encode(_read_rgb(image_path)) if encode_once else None
+        work = []  # (item, truth, truth in prompt space, prompt, (embedding, geometry))
+        for item in group:
+            embedding, geometry = encoded if encode_once else runner.encode(_read_rgb(item.image))
+            truth = _read_mask(item.mask)
+            # the mask in the prompt space: to draw prompts, and for iterative clicks
+            truth_prompt = pipeline.prompt_mask(truth, geometry) if replayed is None or n_iterations > 1 else None
+            if replayed is not None:
+                prompt = replayed[item.key]
+            else:
+                try:
+                    prompt = make_prompt(
+                        truth_prompt, rule, mask_seed(seed, item.key), points=n_points, box_shift=shift
+                    )
+                except ValueError as err:
+                    raise ValueError(f"{item.mask}: {err}") from err
+                made[item.key] = prompt
+            work.append((item, truth, truth_prompt, prompt, (embedding, geometry)))
+        if encode_once and batch_masks and n_iterations == 1:  # every mask of the image in one decoder call
+            results = _segment_image(runner, encoded, [w[3] for w in work])
         else:
-            embedding, geometry = runner.encode(_read_rgb(item.image))
-            cache = (item.image, (embedding, geometry))
-        truth = _read_mask(item.mask)
-        # the mask in the prompt space: to draw prompts, and for iterative clicks
-        truth_prompt = pipeline.prompt_mask(truth, geometry) if replayed is None or n_iterations > 1 else None
-        if replayed is not None:
-            prompt = replayed[item.key]
-        else:
-            try:
-                prompt = make_prompt(truth_prompt, rule, mask_seed(seed, item.key), points=n_points, box_shift=shift)
-            except ValueError as err:
-                raise ValueError(f"{item.mask}: {err}") from err
-            made[item.key] = prompt
-        pred, clicks = runner.segment(embedding, geometry, prompt, truth_prompt, n_iterations)
-        if on_mask is not None:
-            on_mask(item.key, pred)
-        scores = _score(truth, pred, with_nsd, tolerance)
-        rows.append(
-            {
-                "mask": item.key,
-                "image": item.image.name,
-                "class_name": item.class_name,
-                "modality": item.modality,
-                "dataset": item.dataset,
-                **scores,
-                "clicks": clicks,
-            }
-        )
+            results = [runner.segment(*w[4], w[3], w[2], n_iterations) for w in work]
+        for (item, truth, _, _, _), (pred, clicks) in zip(work, results):
+            if on_mask is not None:
+                on_mask(item.key, pred)
+            scores = _score(truth, pred, with_nsd, tolerance)
+            rows.append(
+                {
+                    "mask": item.key,
+                    "image": item.image.name,
+                    "class_name": item.class_name,
+                    "modality": item.modality,
+                    "dataset": item.dataset,
+                    **scores,
+                    "clicks": clicks,
+                }
+            )
+            bar.update(1)
         bar.set_postfix(dice=f"{np.mean([r['dice'] for r in rows]):.3f}")
+    bar.close()
     seconds = time.perf_counter() - start
     prompts_path = Path(prompts) if prompts else out / "prompts.json"
     if replayed is None:
@@ -373,6 +435,7 @@ def evaluate_prompts(
         "prompts_sha256": sha256_of(prompts_path),
         "prompts_replayed": replayed is not None,
         "encode_once": encode_once,
+        "batch_masks": encode_once and batch_masks and n_iterations == 1,
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "seconds": seconds,

@@ -100,13 +100,13 @@ class SamMed2DPipeline(Pipeline):
 
     def image(self, rgb):
         h, w = rgb.shape[:2]
-        bgr = rgb[..., ::-1].astype(np.float64)  # cv2.imread order
-        normalised = (bgr - IMAGENET_MEAN) / IMAGENET_STD
         if h < self.size and w < self.size:
-            normalised, pad = _centre_pad(normalised, self.size)
+            bgr = rgb[..., ::-1].astype(np.float64)  # cv2.imread order
+            normalised, pad = _centre_pad((bgr - IMAGENET_MEAN) / IMAGENET_STD, self.size)
             geometry = Geometry((h, w), self.size, pad=pad)
-        else:
-            normalised = nearest_resize(normalised, self.size)
+        else:  # the nearest resize picks pixels and the normalisation is per pixel: picking first, the same values
+            bgr = nearest_resize(rgb, self.size)[..., ::-1].astype(np.float64)
+            normalised = (bgr - IMAGENET_MEAN) / IMAGENET_STD
             geometry = Geometry((h, w), self.size)
         tensor = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1))).float()[None]
         return tensor, geometry

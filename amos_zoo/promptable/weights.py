@@ -30,6 +30,7 @@ __all__ = [
     "PromptableLoadReport",
     "read_promptable_checkpoint",
     "load_promptable_weights",
+    "resolve_promptable_weights",
 ]
 
 
@@ -200,7 +201,8 @@ class _TensorsOnly:
 
 
 def read_promptable_checkpoint(path: str | Path) -> tuple[dict[str, Any], str, list[str]]:
-    """(state dict, layout name, top-level entries skipped unread) of a SAM / MedSAM / SAM-Med2D file."""
+    """(state dict, layout name, top-level entries skipped unread) of a SAM / MedSAM / SAM-Med2D file, or of an
+    amos-zoo fine-tuning checkpoint (``amos-zoo fit`` with a promptable arch)."""
     import torch
 
     path = Path(path)
@@ -213,6 +215,10 @@ def read_promptable_checkpoint(path: str | Path) -> tuple[dict[str, Any], str, l
         obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True, pickle_module=_TensorsOnly)
     except RuntimeError as err:
         raise ValueError(f"{path}: not a torch checkpoint ({err})") from err
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "amos_zoo" in obj:
+        # an amos-zoo fine-tuning checkpoint (SegmentationModule with a promptable arch): the network is ``net.``
+        state = {k[4:]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+        return state, "amos-zoo-checkpoint", sorted(str(k) for k in obj if k != "state_dict")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         state = {k: v for k, v in obj["model"].items() if isinstance(v, torch.Tensor)}
         return state, "sam-med2d", sorted(str(k) for k in obj if k != "model")
@@ -266,3 +272,28 @@ def load_promptable_weights(model, path: str | Path, allow_missing: bool = False
     with torch.no_grad():
         model.load_state_dict({**own, **ready})
     return report
+
+
+def resolve_promptable_weights(weights: str, trust: bool = False, sha256: str | None = None) -> tuple[str, str]:
+    """(local path, how it was verified) of promptable weights: a registry name is downloaded (and checked against
+    its digest; a source without one needs ``trust``; a web page needs the manual download), a path is kept."""
+    from amos_zoo.weights.download import fetch
+
+    if weights not in PROMPTABLE_WEIGHTS:
+        if sha256 is not None:
+            from amos_zoo.weights.download import sha256_of
+
+            if sha256_of(Path(weights)) != sha256:
+                raise ValueError(f"{weights}: SHA-256 differs from the expected {sha256}")
+            return str(weights), "sha256"
+        return str(weights), "local file"
+    entry = PROMPTABLE_WEIGHTS[weights]
+    if not entry.direct_download:
+        raise ValueError(
+            f"weights {weights!r} are published as a web page ({entry.url}): download the file by hand and "
+            "pass its path (--weights PATH, --model.pretrained PATH)"
+        )
+    digest = entry.sha256 or sha256
+    if digest is None and not trust:
+        raise ValueError(f"weights {weights!r}: the source states no digest; pass --trust to download {entry.url}")
+    return str(fetch(entry.url, digest)), "sha256" if digest else "not verified (trusted by the user)"

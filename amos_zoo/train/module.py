@@ -23,6 +23,7 @@ from amos_zoo.infer.stitching import with_cpu_stitching_fallback
 from amos_zoo.metrics.aggregate import CaseResult, MetricAccumulator
 from amos_zoo.metrics.case import evaluate_case
 from amos_zoo.models.registry import build_network, network_kwargs
+from amos_zoo.promptable.models import PROMPTABLE_MODELS
 
 __all__ = ["RUN_CONFIG_ENV", "SegmentationModule"]
 
@@ -103,6 +104,12 @@ class SegmentationModule(pl.LightningModule):
         sw_tiling: where prediction's windows go (``monai`` or ``nnunet``; model card). Validation during training
             uses MONAI's sliding window.
 
+    A promptable arch (``sam_tiny``, ``medsam_vit_b``...: :mod:`amos_zoo.promptable`) builds that SAM-family network
+    at the window's size and trains it with the promptable step of :mod:`amos_zoo.promptable.finetune` (MedSAM's
+    recipe: prompt encoder frozen, Dice + BCE on one mask per image and its box) on a data module in prompt mode;
+    validation scores each mask's thresholded prediction with its tight box by the metric suite (``val/dice_<class>``,
+    ``val/mean_dice`` over classes, ``val/mask_dice`` over masks); ``pretrained`` names promptable weights.
+
     A network with deep supervision (DynUNet ``deep_supervision=True``) returns its outputs stacked in training;
     the loss is then nnU-Net v2's weighting: ``2**-i`` for output ``i``, the lowest resolution weighted 0,
     normalised to sum 1 (MONAI's DynUNet upsamples every output to the patch, where nnU-Net downsamples the target).
@@ -154,7 +161,13 @@ class SegmentationModule(pl.LightningModule):
         self.label_ids = list(range(1, num_classes))
         names = {int(k): v for k, v in (label_names or {}).items()}
         self.label_names = {i: names.get(i, f"class_{i}") for i in self.label_ids}
-        self.net = build_network(self.card)
+        if self.is_promptable:
+            from amos_zoo.promptable.finetune import PromptLoss, build_promptable_network
+
+            self.net = build_promptable_network(self.card)
+            self.prompt_loss = PromptLoss()
+        else:
+            self.net = build_network(self.card)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, **(loss_kwargs or {}))
         self.log_names = {i: re.sub(r"[^0-9a-zA-Z]+", "_", n).strip("_") for i, n in self.label_names.items()}
         self._val = MetricAccumulator(self.label_names, self.hparams.val_metrics)
@@ -163,6 +176,11 @@ class SegmentationModule(pl.LightningModule):
         self._plateau: Any = None
         self._stitch_on_cpu = False  # validation's whole-volume output did not fit on the device
         self._fork_epoch: dict[str, Any] = {"losses": [], "ma": None, "best_ma": None, "best_epoch": 0, "epoch": 0}
+
+    @property
+    def is_promptable(self) -> bool:
+        """The arch is a promptable model (image + box -> mask), trained with the promptable step."""
+        return self.hparams.arch in PROMPTABLE_MODELS
 
     @property
     def card(self) -> ModelCard:
@@ -192,6 +210,14 @@ class SegmentationModule(pl.LightningModule):
             self.device.type if self._trainer is None else self.trainer.strategy.root_device.type
         )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        prompt_protocol = datamodule.hparams.get("prompt_protocol") if hasattr(datamodule, "hparams") else None
+        if self.is_promptable and prompt_protocol:  # the card records the fine-tuning protocol the data follows
+            self.hparams.protocol = prompt_protocol
+        elif self.is_promptable and datamodule is not None:
+            raise ValueError(
+                f"{self.hparams.arch} is a promptable model: train it on a data module in prompt mode "
+                "(--data.prompt_protocol medsam-finetune; configs/samed2d/medsam_finetune.yaml)"
+            )
         if datamodule is not None and hasattr(datamodule, "recipe") and getattr(datamodule, "spatial_dims", 3) == 3:
             # the data module's recipe, completed by the dataset's plan in its setup: every checkpoint's card
             # carries the preprocessing the network was trained with
@@ -256,6 +282,14 @@ class SegmentationModule(pl.LightningModule):
         from amos_zoo.weights.loading import apply_weights, file_card, resolve, transfer_head
 
         hp = self.hparams
+        if self.is_promptable:  # SAM / MedSAM / SAM-Med2D weights: their own layouts and loaders
+            from amos_zoo.promptable.finetune import resolve_and_load
+
+            report = resolve_and_load(self.net, hp.pretrained, hp.pretrained_sha256, hp.trust_pretrained)
+            self._pretrained_keys = set(report.loaded)
+            self.pretrained_report = report
+            print(f"amos-zoo fine-tune: {report.summary()}")
+            return report
         path, entry, verified = resolve(hp.pretrained, sha256=hp.pretrained_sha256, trust=hp.trust_pretrained)
         raw = read_weights_file(path, trust=hp.trust_pretrained)
         card = file_card(raw, entry)
@@ -297,10 +331,22 @@ class SegmentationModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, *spatial)."""
+        if self.is_promptable:
+            raise TypeError(
+                f"{self.hparams.arch} is a promptable model (image + prompt -> mask): use "
+                "amos_zoo.promptable.finetune.prompt_logits(module.net, image, box) or amos-zoo evaluate-prompts"
+            )
         return self.net(x)
 
     # ---- training ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.is_promptable:
+            from amos_zoo.promptable.finetune import prompt_logits
+
+            logits = prompt_logits(self.net, _plain(batch["image"]), _plain(batch["box"]))
+            loss = self.prompt_loss(logits, _plain(batch["mask"]))
+            self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+            return loss
         image, label = _plain(batch["image"]), _plain(batch["label"])
         out = self(image)
         if isinstance(out, list | tuple):  # nnU-Net's deep supervision: outputs at decreasing resolutions
@@ -377,6 +423,8 @@ class SegmentationModule(pl.LightningModule):
         )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if self.is_promptable:
+            return self._prompt_validation_step(batch, batch_idx)
         image, label = batch["image"], batch["label"]
         pred = self.sliding_window(image).argmax(1)
         spacing = _spacing_of(image)
@@ -393,6 +441,30 @@ class SegmentationModule(pl.LightningModule):
             key = str(case_ids[b]) if case_ids is not None else f"{self.global_rank}:{batch_idx}:{b}"
             modality = str(modalities[b]) if modalities is not None else "CT"
             self._val.add(CaseResult(key, modality, values))
+
+    @torch.no_grad()
+    def _prompt_validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Each mask's prediction with its tight box, thresholded (logit > 0), scored by the metric suite as a case
+        holding that mask's class only (the other classes NaN: left out of their means)."""
+        from amos_zoo.promptable.finetune import prompt_logits
+
+        pred = prompt_logits(self.net, _plain(batch["image"]), _plain(batch["box"])) > 0
+        nan = {m: float("nan") for m in self.hparams.val_metrics}
+        for b in range(pred.shape[0]):
+            values = evaluate_case(
+                (batch["mask"][b, 0] > 0).cpu().numpy().astype("uint8"),
+                pred[b, 0].cpu().numpy().astype("uint8"),
+                (1.0, 1.0),
+                [1],
+                metrics=self.hparams.val_metrics,
+                tolerance=self.hparams.nsd_tolerance,
+            )[1]
+            class_id = int(batch["class_id"][b])
+            if class_id not in self.label_names:
+                raise ValueError(f"{batch['case_id'][b]}: class {class_id} is not in the module's labels (num_classes)")
+            key = str(batch["case_id"][b])
+            modality = str(batch["modality"][b]) if "modality" in batch else "CT"
+            self._val.add(CaseResult(key, modality, {i: values if i == class_id else nan for i in self.label_ids}))
 
     def on_validation_epoch_end(self) -> None:
         """Per-organ means over every validation case of every process (each case once, by its id), aggregated
@@ -413,6 +485,9 @@ class SegmentationModule(pl.LightningModule):
                 self.log(f"val/{metric}_{self.log_names[lid]}", nan if value is None else value, sync_dist=False)
             mean = overall["overall"][metric]
             self.log(f"val/mean_{metric}", nan if mean is None else mean, prog_bar=True, sync_dist=False)
+            if self.is_promptable:  # the mean over masks, as the prompt protocols average
+                pooled = overall["pooled"][metric]
+                self.log(f"val/mask_{metric}", nan if pooled is None else pooled, sync_dist=False)
         self.log("val/cases", float(overall["cases"]), sync_dist=False)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
@@ -444,6 +519,10 @@ class SegmentationModule(pl.LightningModule):
         """Store the model card (and the dataset's label map as written), so a checkpoint alone can segment a scan,
         and nnU-Net v1's epoch bookkeeping (a resumed ``plateau`` run continues it)."""
         meta: dict[str, Any] = {"format": 2, "card": self.card.to_dict(), "fork_epoch": dict(self._fork_epoch)}
+        if self.is_promptable:  # the promptable model's own card (input pipeline, output rule) at this input size
+            from amos_zoo.promptable.finetune import promptable_checkpoint_card
+
+            meta["promptable"] = promptable_checkpoint_card(self.card)
         if os.environ.get(RUN_CONFIG_ENV):  # reproduce's run configuration: a rerun resumes only its own checkpoints
             meta["run_config_hash"] = os.environ[RUN_CONFIG_ENV]
         if self._plateau is not None:
@@ -457,7 +536,9 @@ class SegmentationModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         params: Any = self.parameters()
-        if self._pretrained_keys and hp.pretrained_lr_scale != 1.0:
+        if self.is_promptable:  # the frozen prompt encoder is not optimised (train_one_gpu.py: encoder + decoder)
+            params = [p for p in self.parameters() if p.requires_grad]
+        elif self._pretrained_keys and hp.pretrained_lr_scale != 1.0:
             named = dict(self.net.named_parameters())
             pre = [p for k, p in named.items() if k in self._pretrained_keys]
             new = [p for k, p in named.items() if k not in self._pretrained_keys]
