@@ -123,7 +123,7 @@ def models() -> int:
         print(f"{row['name']:<11} {count:>10} {pub:>9}  {row['constraints']}; {row['description']}")
     from amos_zoo.promptable.models import PROMPTABLE_MODELS
 
-    print("\npromptable 2D models (amos-zoo evaluate-prompts):")
+    print("\npromptable 2D models (amos-zoo evaluate-prompts; fine-tuning: configs/samed2d/medsam_finetune.yaml):")
     for spec in PROMPTABLE_MODELS.values():
         pub = "-" if spec.published_params is None else f"{spec.published_params[0] / 1e6:.1f}"
         print(
