@@ -18,6 +18,7 @@ __all__ = [
     "ClassLocationsd",
     "OversampledCropd",
     "NnUNetAugmentationd",
+    "PosNegPatchesd",
     "nnunet_axes",
     "nnunet_patch_size",
     "deterministic_transforms",
@@ -574,6 +575,147 @@ class WithoutMetadata(mt.Compose):
             set_track_meta(previous)
 
 
+def _plain(x) -> Any:
+    """A MetaTensor's plain tensor (shared memory: no metadata to carry through the random part)."""
+    return x.as_tensor() if isinstance(x, torch.Tensor) and hasattr(x, "as_tensor") else x
+
+
+class PosNegPatchesd(WithoutMetadata):
+    """The posneg recipes' random part (``btcv``): ``RandCropByPosNegLabeld`` on the cached fg / bg positions, then
+    per crop ``RandFlipd`` on each axis, ``RandRotate90d``, ``RandScaleIntensityd``, ``RandShiftIntensityd``.
+
+    It holds MONAI's own transforms, so seeding (:meth:`set_random_state`, as a Compose of them) and every random
+    draw are MONAI's, but it applies a crop's draws with as few copies as they need: the crop is a view, the flips
+    and the rotation one flip (of the axes flipped an odd number of times) and a transposed view, the intensity
+    scale and shift in place on that copy (or made from the view when there is none), and no metadata is built. A
+    crop nothing changes stays a view of the entry, as MONAI's crop returns it (the batch's collation copies it).
+    :meth:`reference` runs MONAI's transforms one after the other; both give the same tensors for the same seed
+    (tests/test_transforms_fast.py). The transforms' MONAI settings are fixed by this constructor.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        spatial_size: Sequence[int],
+        pos: float,
+        neg: float,
+        num_samples: int,
+        flip_prob: float = 0.0,
+        rot90_prob: float = 0.0,
+        intensity_prob: float = 0.0,
+        intensity_factor: float = 0.1,
+        label_key: str = "label",
+    ) -> None:
+        keys = list(keys)
+        self.image_key, self.label_key = keys[0], label_key
+        self.crop = mt.RandCropByPosNegLabeld(
+            keys,
+            label_key=label_key,
+            spatial_size=spatial_size,
+            pos=pos,
+            neg=neg,
+            num_samples=num_samples,
+            fg_indices_key="fg_indices",
+            bg_indices_key="bg_indices",
+        )
+        self.flips = [mt.RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)] if flip_prob else []
+        self.rotate = mt.RandRotate90d(keys, prob=rot90_prob, max_k=3, spatial_axes=(0, 1)) if rot90_prob else None
+        self.intensity = (
+            [
+                mt.RandScaleIntensityd(self.image_key, factors=intensity_factor, prob=intensity_prob),
+                mt.RandShiftIntensityd(self.image_key, offsets=intensity_factor, prob=intensity_prob),
+            ]
+            if intensity_prob
+            else []
+        )
+        self.dropped = ("class_locations", "fg_indices", "bg_indices")
+        chain = [self.crop, mt.DeleteItemsd(list(self.dropped)), *self.flips]
+        chain += [self.rotate] if self.rotate is not None else []
+        super().__init__(chain + self.intensity)
+
+    def reference(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        """MONAI's transforms one after the other (each operation a copy), as the fast path replaces them."""
+        return WithoutMetadata.__call__(self, data)
+
+    def __call__(self, input_, start=0, end=None, threading=False, lazy: bool | None = None):
+        if start or end is not None or lazy or not isinstance(input_, Mapping):
+            return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
+        if self.image_key not in input_ or any(f"{k}_meta_dict" in input_ for k in self.crop.keys):
+            return self.reference(input_)  # a factor from a meta dict (MONAI's shift option): MONAI's path
+        if torch.as_tensor(input_[self.image_key]).dtype != torch.float32:
+            return self.reference(input_)  # MONAI's scaling casts to float32: its path
+        return self._fused(dict(input_))
+
+    def _draws(self) -> tuple[list[int], int, float | None, float | None]:
+        """One crop's random draws, each from its MONAI transform's own generator, as MONAI's __call__ draws them."""
+        flip_axes = []
+        for flip in self.flips:
+            flip.randomize(None)
+            if flip._do_transform:
+                flip_axes.append(int(flip.flipper.spatial_axis))
+        k = 0
+        if self.rotate is not None:
+            self.rotate.randomize()
+            k = self.rotate._rand_k if self.rotate._do_transform else 0
+        factor = offset = None
+        if self.intensity:
+            scale, shift = self.intensity
+            scale.randomize(None)
+            if scale._do_transform:
+                scale.scaler.randomize(None)
+                factor = scale.scaler.factor
+            shift.randomize(None)
+            if shift._do_transform:
+                shift.shifter.randomize(None)
+                offset = shift.shifter._offset
+        return flip_axes, k, factor, offset
+
+    def _fused(self, d: dict) -> list[dict[Hashable, Any]]:
+        from copy import deepcopy
+
+        from monai.utils import fall_back_tuple
+
+        crop = self.crop
+        fg, bg = _plain(d.pop(crop.fg_indices_key, None)), _plain(d.pop(crop.bg_indices_key, None))
+        keys = list(crop.key_iterator(d))
+        arrays = {key: torch.as_tensor(_plain(d[key])) for key in keys}
+        crop.randomize(arrays.get(crop.label_key), fg, bg, arrays.get(crop.image_key))
+        sizes = {key: fall_back_tuple(crop.cropper.spatial_size, default=a.shape[1:]) for key, a in arrays.items()}
+        samples = []
+        for center in crop.cropper.centers:
+            flip_axes, k, factor, offset = self._draws()
+            # flips, then rot90 (a flip and a swap of the plane's axes, as torch.rot90): one flip of the axes flipped
+            # an odd number of times, then a transposed view
+            flipped = {axis + 1 for axis in flip_axes}
+            first, second = (a + 1 for a in self.rotate.spatial_axes) if k else (0, 0)
+            if k in (1, 3):
+                flipped ^= {second if k == 1 else first}
+            elif k == 2:
+                flipped ^= {first, second}
+            sample = {}
+            for key, value in d.items():
+                if key in self.dropped:
+                    continue
+                if key not in arrays:
+                    sample[key] = deepcopy(value)
+                    continue
+                x = arrays[key][(slice(None), *mt.SpatialCrop.compute_slices(roi_center=center, roi_size=sizes[key]))]
+                copied = bool(flipped)
+                if copied:
+                    x = torch.flip(x, sorted(flipped))
+                if k in (1, 3):
+                    x = x.transpose(first, second)
+                if key == self.image_key:  # MONAI: img * (1 + factor), then + offset; in place on a copy
+                    if factor is not None:
+                        x = x.mul_(1 + factor) if copied else x * (1 + factor)
+                        copied = True
+                    if offset is not None:
+                        x = x.add_(offset) if copied else x + offset
+                sample[key] = x  # untouched: a view of the entry, as MONAI's crop returns it
+            samples.append(sample)
+        return samples
+
+
 def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
     """The recipe's training chain after the cached part: a deterministic head (labels stay uint8, padding to the
     patch, class locations: cached with the case) and the random part (patch sampling, augmentation)."""
@@ -610,6 +752,21 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
                 batch_size=batch_size,
             )
         )
+    elif not nnunet_aug and recipe.augmentation in ("btcv", "none"):
+        # the posneg crops and btcv's augmentation in one pass per crop, with MONAI's transforms' own random draws
+        btcv = recipe.augmentation == "btcv"
+        random_part = PosNegPatchesd(
+            keys,
+            crop_size,
+            pos=recipe.pos,
+            neg=recipe.neg,
+            num_samples=recipe.num_samples,
+            flip_prob=recipe.flip_prob if btcv else 0.0,
+            rot90_prob=recipe.rot90_prob if btcv and recipe.patch_size[0] == recipe.patch_size[1] else 0.0,
+            intensity_prob=recipe.intensity_prob if btcv else 0.0,
+            intensity_factor=recipe.intensity_factor,
+        )
+        return [*head, random_part]
     else:
         chain.append(
             mt.RandCropByPosNegLabeld(
