@@ -263,6 +263,14 @@ class OversampledCropd(mt.Randomizable, mt.MapTransform):
         return samples
 
 
+def _permuted_copy(x: torch.Tensor, order: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous copy of ``x`` with its axes in ``order`` and cast to ``dtype``, in one pass (never ``x``
+    itself: the augmentation may work in place)."""
+    view = x.permute(*order)
+    out = torch.empty(view.shape, dtype=dtype)
+    return out.copy_(view)
+
+
 #: nnU-Net's anisotropy threshold for "dummy 2D" augmentation (v2 ANISO_THRESHOLD; v1 planner's 3)
 _ANISO_THRESHOLD = 3
 _DEG = math.pi / 180.0
@@ -533,10 +541,10 @@ class NnUNetAugmentationd(mt.Randomizable, mt.MapTransform):
         image_key, label_key = self.keys[0], self.keys[1]
         to_nnunet = (0, *[1 + a for a in self.axes])
         back = (0, *[1 + self.axes.index(a) for a in range(3)])
-        image = torch.as_tensor(d[image_key]).float().permute(to_nnunet).contiguous()
+        image = _permuted_copy(torch.as_tensor(d[image_key]), to_nnunet, torch.float32)
         label = torch.as_tensor(d[label_key])
         label_dtype = label.dtype
-        seg = label.to(torch.int16).permute(to_nnunet).contiguous()  # nnU-Net's data loader: int16 labels
+        seg = _permuted_copy(label, to_nnunet, torch.int16)  # nnU-Net's data loader: int16 labels
         if self.use_mask_for_norm:
             seg = self._mark_outside_mask(image, seg)
         numpy_state = np.random.get_state()
@@ -551,8 +559,9 @@ class NnUNetAugmentationd(mt.Randomizable, mt.MapTransform):
                     image, seg = self._run_v1(image, seg)
             finally:
                 np.random.set_state(numpy_state)
-        d[image_key] = image.permute(back).contiguous()
-        d[label_key] = seg.permute(back).contiguous().to(label_dtype)
+        # back on amos-zoo's axes as views (the batch's collation makes them contiguous), the label cast in one pass
+        d[image_key] = image.permute(back)
+        d[label_key] = seg.permute(back).to(label_dtype)
         return d
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
