@@ -211,6 +211,9 @@ def main() -> None:
         print(f"ratio_vs_tuned_monai_data: {tuned_ratio:.2f}")
     if nnunet is not None:
         theirs_nn = statistics.median(rates["nnunetv2 nnUNetDataLoader"])
+        # within a repeat both sides draw the same augmentations: the per-repeat ratios are paired
+        paired = [a / b for a, b in zip(rates["amos-zoo nnunet-v2"], rates["nnunetv2 nnUNetDataLoader"])]
+        print("ratio_vs_nnunet_data per repeat (same draws): " + ", ".join(f"{r:.2f}" for r in paired))
         print(f"ratio_vs_nnunet_data: {statistics.median(rates['amos-zoo nnunet-v2']) / theirs_nn:.2f}")
         memory = statistics.median(rates["amos-zoo nnunet-v2, in memory"])
         print(f"ratio_vs_nnunet_data_entry_in_memory: {memory / theirs_nn:.2f}")
