@@ -122,3 +122,49 @@ def test_data_module_chain_draws_what_the_monai_chain_drew():
         ours.set_random_state(seed)
         theirs.set_random_state(seed)
         _assert_same(ours(dict(item), start=len(chain) - 1), theirs(dict(item), start=len(chain) - 1))
+
+
+def test_axis_order_layout_keeps_values_and_survives_the_cache(tmp_path):
+    """An nnunet-v2 training entry is laid out on nnU-Net's axis order: the same values and shape, a crop permuted
+    to nnU-Net's axes is a plain copy, and the disk cache stores and reads back that layout."""
+    from amos_zoo.data.cache import ValidatedPersistentDataset, allow_cache_types
+    from amos_zoo.data.transforms import AxisOrderLayoutd
+
+    entry = _entry(shape=(16, 14, 12))
+    layout = AxisOrderLayoutd(["image", "label"], (2, 0, 1))  # nnU-Net's axis i is amos-zoo's axis axes[i]
+    laid_out = layout(entry)
+    for key in ("image", "label"):
+        assert torch.equal(laid_out[key], entry[key]) and laid_out[key].dtype == entry[key].dtype
+        assert laid_out[key].permute(0, 3, 1, 2).is_contiguous() and not laid_out[key].is_contiguous()
+    allow_cache_types()
+    data = [{"image": entry["image"], "label": entry["label"], "case_id": "amos_0001"}]
+    ds = ValidatedPersistentDataset(data, transform=mt.Compose([layout]), cache_dir=tmp_path, track_meta=False)
+    first = ds._cachecheck(data[0])
+    stored = ds._cachecheck(data[0])  # read back from the disk cache
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    for key in ("image", "label"):
+        assert torch.equal(stored[key], entry[key]) and stored[key].stride() == first[key].stride()
+        assert stored[key].permute(0, 3, 1, 2).is_contiguous()
+
+
+def test_nnunet_chain_with_the_layout_draws_what_it_drew_without():
+    """The nnunet-v2 recipe's training chain (nnU-Net sampling and augmentation) on the laid-out entry gives the
+    tensors it gives on the (x, y, z) contiguous entry, for the same seed."""
+    from amos_zoo.data.transforms import AxisOrderLayoutd
+
+    recipe = dataclasses.replace(
+        get_recipe("btcv"), sampling="nnunet", augmentation="nnunet-v2", patch_size=(12, 12, 8), num_samples=1
+    )
+    recipe = dataclasses.replace(recipe, spacing=(1.0, 1.0, 2.5))
+    chain = train_transforms(recipe, batch_size=2)
+    assert isinstance(chain[-2], AxisOrderLayoutd)
+    entry = {k: v for k, v in _entry().items() if k in ("image", "label", "case_id")}
+    plain = mt.Compose(chain[:-2])(dict(entry))
+    laid_out = chain[-2](dict(plain))
+    random_part = mt.Compose([chain[-1]])
+    for seed in range(6):
+        random_part.set_random_state(seed)
+        a = random_part(dict(laid_out))
+        random_part.set_random_state(seed)
+        b = random_part(dict(plain))
+        _assert_same(a, b)

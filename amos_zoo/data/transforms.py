@@ -568,6 +568,24 @@ class NnUNetAugmentationd(mt.Randomizable, mt.MapTransform):
         return self.augment(data, int(self.R.randint(0, 2**31 - 1)))
 
 
+class AxisOrderLayoutd(mt.MapTransform):
+    """The same (x, y, z) array, its memory laid out on another axis order (``axes``: for each stored axis, the
+    spatial axis it is; nnU-Net's order for its augmentation): values, shape and indexing are unchanged, but a crop
+    permuted to that order is a plain strided copy instead of a transposition. The disk cache stores the layout
+    (torch.save keeps strides; tests/test_transforms_fast.py)."""
+
+    def __init__(self, keys: KeysCollection, axes: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.order = (0, *[1 + a for a in axes])
+        self.back = (0, *[1 + list(axes).index(a) for a in range(len(axes))])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = torch.as_tensor(d[key]).permute(self.order).contiguous().permute(self.back)
+        return d
+
+
 class WithoutMetadata(mt.Compose):
     """A chain run on plain tensors: MONAI's metadata tracking (``set_track_meta``) is off while it runs and
     restored afterwards. The random part of training needs no geometry, and tracking every operation on
@@ -750,6 +768,8 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
         mt.EnsureTyped([*keys, "fg_indices", "bg_indices"], track_meta=False),
         mt.DeleteItemsd(["foreground_start_coord", "foreground_end_coord"]),
     ]
+    if nnunet_aug:  # stored on nnU-Net's axis order: a crop moves to nnU-Net's axes without a transposing copy
+        head.append(AxisOrderLayoutd(keys, augmentation.axes))
     chain: list = []
     if recipe.sampling == "nnunet":
         chain.append(
