@@ -168,3 +168,27 @@ def test_nnunet_chain_with_the_layout_draws_what_it_drew_without():
         random_part.set_random_state(seed)
         b = random_part(dict(plain))
         _assert_same(a, b)
+
+
+def test_patch_beyond_the_volume_equals_torch_pad_in_the_entry_layout():
+    """nnU-Net sampling's crop reaching past the volume (a foreground-forced patch near the border): zero padding
+    equal to torch's pad of the cut patch, in the memory layout of the entry (plain or nnU-Net's axis order)."""
+    from amos_zoo.data.transforms import AxisOrderLayoutd, OversampledCropd
+
+    rng = np.random.RandomState(1)
+    image = torch.from_numpy(rng.normal(size=(1, 9, 8, 7)).astype(np.float32))
+    crop = OversampledCropd(["image"], (6, 5, 4))
+    for x in (image, AxisOrderLayoutd(["image"], (2, 1, 0))({"image": image})["image"]):
+        padded = 0
+        for _ in range(40):
+            lower = [int(rng.randint(-3, s - 1)) for s in (9, 8, 7)]
+            got = crop._crop(x, lower)
+            src = [slice(max(lo, 0), min(lo + p, s)) for lo, p, s in zip(lower, (6, 5, 4), (9, 8, 7))]
+            pads = [(sl.start - lo, lo + p - sl.stop) for sl, lo, p in zip(src, lower, (6, 5, 4))]
+            want = torch.nn.functional.pad(image[(slice(None), *src)], [v for ab in reversed(pads) for v in ab])
+            assert got.shape == want.shape and torch.equal(got, want)
+            if any(any(ab) for ab in pads):
+                padded += 1
+                memory_order = sorted(range(4), key=lambda d: -got.stride(d))
+                assert memory_order == sorted(range(4), key=lambda d: -x.stride(d))
+        assert padded > 10
