@@ -22,10 +22,15 @@ entry in memory, as a CacheDataset holds it; ``ratio_vs_monai_data`` is the rati
 A fourth line is the data module's real path on full AMOS, which does not fit in memory: the entry
 read from the disk cache for every sample (memory-mapped, as nnU-Net reads its preprocessed arrays).
 
-One worker = one process with one thread, measured in this process, warmed up, ``--repeats`` interleaved
-repeats of ``--batches`` batches each (median and spread).
+For the nnU-Net protocols (``--sides nnunet``; :func:`nnunet_sides`): the nnunet-v2 card's data path (nnU-Net
+sampling, nnunetv2's augmentation chain) against nnunetv2 2.8.1's own ``nnUNetDataLoader`` with the transforms of
+``nnUNetTrainer.get_training_transforms``, on the same case and the planned patch, ``ratio_vs_nnunet_data``.
 
-    python benchmarks/bench_data.py [--batches 20] [--repeats 3]
+One worker = one process with one thread, measured in this process, warmed up, ``--repeats`` interleaved
+repeats of ``--batches`` (``--nnunet-batches``) batches each (median and spread).
+
+    python benchmarks/bench_data.py --sides btcv --batches 100 --repeats 5
+    python benchmarks/bench_data.py --sides nnunet --nnunet-batches 12 --repeats 3
 """
 
 from __future__ import annotations
