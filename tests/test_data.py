@@ -157,6 +157,9 @@ def test_training_entries_are_plain_tensors_with_the_case_positions(synth_root, 
     dm.setup("fit")
     entry = dm.train_ds._cachecheck(dm.case_dicts("train")[0])
     assert type(entry["image"]) is torch.Tensor and type(entry["label"]) is torch.Tensor
+    stored = dm.train_ds._cachecheck(dm.case_dicts("train")[0])  # read back from the disk cache: plain as well
+    assert all(type(stored[k]) is torch.Tensor for k in ("image", "label", "fg_indices", "bg_indices"))
+    assert torch.equal(stored["image"], entry["image"]) and torch.equal(stored["label"], entry["label"])
     assert entry["label"].dtype == torch.uint8 and entry["image"].dtype == torch.float32
     label, image = entry["label"][0].numpy(), entry["image"].numpy().max(0)
     flat = label.reshape(-1)

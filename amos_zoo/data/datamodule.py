@@ -64,8 +64,8 @@ def cache_dataset(recipe: Recipe, batch_size: int, cache_dir: Path, stage: str, 
     cache_dir.mkdir(parents=True, exist_ok=True)
     allow_cache_types()
     ds = ValidatedPersistentDataset(
-        data, transform=mt.Compose(chain), cache_dir=cache_dir, track_meta=True, weights_only=True
-    )
+        data, transform=mt.Compose(chain), cache_dir=cache_dir, track_meta=stage != "train", weights_only=True
+    )  # training entries stored as plain tensors: read back without rebuilding MetaTensors for every sample
     suffix = "-train-" + "x".join(str(p) for p in recipe.patch_size) if stage == "train" else "-val"
     ds.transform_hash = recipe_cache_key(recipe) + suffix
     return ds

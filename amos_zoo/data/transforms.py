@@ -18,6 +18,7 @@ __all__ = [
     "ClassLocationsd",
     "OversampledCropd",
     "NnUNetAugmentationd",
+    "PosNegPatchesd",
     "nnunet_axes",
     "nnunet_patch_size",
     "deterministic_transforms",
@@ -234,16 +235,26 @@ class OversampledCropd(mt.Randomizable, mt.MapTransform):
         return [int(self.R.randint(lbs[a], ubs[a] + 1)) for a in range(len(shape))]
 
     def _crop(self, x: torch.Tensor, lower: list[int]) -> torch.Tensor:
+        """The patch at ``lower``: a view, or where it reaches beyond the volume a zero-padded copy laid out in
+        memory as ``x`` (one zero fill and one copy, as nnU-Net's crop_and_pad_nd; torch's pad took ten times as
+        long)."""
         x = torch.as_tensor(x)
-        src, pads = [], []
+        src, dst = [], []
         for a, (lo, size) in enumerate(zip(lower, self.spatial_size)):
             n = x.shape[a + 1]
-            start, stop = max(lo, 0), min(lo + size, n)
+            start, stop = max(lo, 0), max(min(lo + size, n), max(lo, 0))
             src.append(slice(start, stop))
-            pads.append((start - lo, lo + size - stop))
+            dst.append(slice(start - lo, stop - lo))
         out = x[(slice(None), *src)]
-        flat = [v for before_after in reversed(pads) for v in before_after]
-        return torch.nn.functional.pad(out, flat) if any(flat) else out
+        if tuple(out.shape[1:]) == self.spatial_size:
+            return out
+        shape = (x.shape[0], *self.spatial_size)
+        order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))  # x's memory order
+        padded = torch.zeros([shape[d] for d in order], dtype=x.dtype).permute(
+            *[order.index(d) for d in range(x.dim())]
+        )
+        padded[(slice(None), *dst)] = out
+        return padded
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
@@ -260,6 +271,14 @@ class OversampledCropd(mt.Randomizable, mt.MapTransform):
                 sample[key] = self._crop(d[key], lower)
             samples.append(sample)
         return samples
+
+
+def _permuted_copy(x: torch.Tensor, order: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous copy of ``x`` with its axes in ``order`` and cast to ``dtype``, in one pass (never ``x``
+    itself: the augmentation may work in place)."""
+    view = x.permute(*order)
+    out = torch.empty(view.shape, dtype=dtype)
+    return out.copy_(view)
 
 
 #: nnU-Net's anisotropy threshold for "dummy 2D" augmentation (v2 ANISO_THRESHOLD; v1 planner's 3)
@@ -532,10 +551,10 @@ class NnUNetAugmentationd(mt.Randomizable, mt.MapTransform):
         image_key, label_key = self.keys[0], self.keys[1]
         to_nnunet = (0, *[1 + a for a in self.axes])
         back = (0, *[1 + self.axes.index(a) for a in range(3)])
-        image = torch.as_tensor(d[image_key]).float().permute(to_nnunet).contiguous()
+        image = _permuted_copy(torch.as_tensor(d[image_key]), to_nnunet, torch.float32)
         label = torch.as_tensor(d[label_key])
         label_dtype = label.dtype
-        seg = label.to(torch.int16).permute(to_nnunet).contiguous()  # nnU-Net's data loader: int16 labels
+        seg = _permuted_copy(label, to_nnunet, torch.int16)  # nnU-Net's data loader: int16 labels
         if self.use_mask_for_norm:
             seg = self._mark_outside_mask(image, seg)
         numpy_state = np.random.get_state()
@@ -550,12 +569,31 @@ class NnUNetAugmentationd(mt.Randomizable, mt.MapTransform):
                     image, seg = self._run_v1(image, seg)
             finally:
                 np.random.set_state(numpy_state)
-        d[image_key] = image.permute(back).contiguous()
-        d[label_key] = seg.permute(back).contiguous().to(label_dtype)
+        # back on amos-zoo's axes as views (the batch's collation makes them contiguous), the label cast in one pass
+        d[image_key] = image.permute(back)
+        d[label_key] = seg.permute(back).to(label_dtype)
         return d
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         return self.augment(data, int(self.R.randint(0, 2**31 - 1)))
+
+
+class AxisOrderLayoutd(mt.MapTransform):
+    """The same (x, y, z) array, its memory laid out on another axis order (``axes``: for each stored axis, the
+    spatial axis it is; nnU-Net's order for its augmentation): values, shape and indexing are unchanged, but a crop
+    permuted to that order is a plain strided copy instead of a transposition. The disk cache stores the layout
+    (torch.save keeps strides; tests/test_transforms_fast.py)."""
+
+    def __init__(self, keys: KeysCollection, axes: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.order = (0, *[1 + a for a in axes])
+        self.back = (0, *[1 + list(axes).index(a) for a in range(len(axes))])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = torch.as_tensor(d[key]).permute(self.order).contiguous().permute(self.back)
+        return d
 
 
 class WithoutMetadata(mt.Compose):
@@ -572,6 +610,147 @@ class WithoutMetadata(mt.Compose):
             return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
         finally:
             set_track_meta(previous)
+
+
+def _plain(x) -> Any:
+    """A MetaTensor's plain tensor (shared memory: no metadata to carry through the random part)."""
+    return x.as_tensor() if isinstance(x, torch.Tensor) and hasattr(x, "as_tensor") else x
+
+
+class PosNegPatchesd(WithoutMetadata):
+    """The posneg recipes' random part (``btcv``): ``RandCropByPosNegLabeld`` on the cached fg / bg positions, then
+    per crop ``RandFlipd`` on each axis, ``RandRotate90d``, ``RandScaleIntensityd``, ``RandShiftIntensityd``.
+
+    It holds MONAI's own transforms, so seeding (:meth:`set_random_state`, as a Compose of them) and every random
+    draw are MONAI's, but it applies a crop's draws with as few copies as they need: the crop is a view, the flips
+    and the rotation one flip (of the axes flipped an odd number of times) and a transposed view, the intensity
+    scale and shift in place on that copy (or made from the view when there is none), and no metadata is built. A
+    crop nothing changes stays a view of the entry, as MONAI's crop returns it (the batch's collation copies it).
+    :meth:`reference` runs MONAI's transforms one after the other; both give the same tensors for the same seed
+    (tests/test_transforms_fast.py). The transforms' MONAI settings are fixed by this constructor.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        spatial_size: Sequence[int],
+        pos: float,
+        neg: float,
+        num_samples: int,
+        flip_prob: float = 0.0,
+        rot90_prob: float = 0.0,
+        intensity_prob: float = 0.0,
+        intensity_factor: float = 0.1,
+        label_key: str = "label",
+    ) -> None:
+        keys = list(keys)
+        self.image_key, self.label_key = keys[0], label_key
+        self.crop = mt.RandCropByPosNegLabeld(
+            keys,
+            label_key=label_key,
+            spatial_size=spatial_size,
+            pos=pos,
+            neg=neg,
+            num_samples=num_samples,
+            fg_indices_key="fg_indices",
+            bg_indices_key="bg_indices",
+        )
+        self.flips = [mt.RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)] if flip_prob else []
+        self.rotate = mt.RandRotate90d(keys, prob=rot90_prob, max_k=3, spatial_axes=(0, 1)) if rot90_prob else None
+        self.intensity = (
+            [
+                mt.RandScaleIntensityd(self.image_key, factors=intensity_factor, prob=intensity_prob),
+                mt.RandShiftIntensityd(self.image_key, offsets=intensity_factor, prob=intensity_prob),
+            ]
+            if intensity_prob
+            else []
+        )
+        self.dropped = ("class_locations", "fg_indices", "bg_indices")
+        chain = [self.crop, mt.DeleteItemsd(list(self.dropped)), *self.flips]
+        chain += [self.rotate] if self.rotate is not None else []
+        super().__init__(chain + self.intensity)
+
+    def reference(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        """MONAI's transforms one after the other (each operation a copy), as the fast path replaces them."""
+        return WithoutMetadata.__call__(self, data)
+
+    def __call__(self, input_, start=0, end=None, threading=False, lazy: bool | None = None):
+        if start or end is not None or lazy or not isinstance(input_, Mapping):
+            return super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy)
+        if self.image_key not in input_ or any(f"{k}_meta_dict" in input_ for k in self.crop.keys):
+            return self.reference(input_)  # a factor from a meta dict (MONAI's shift option): MONAI's path
+        if torch.as_tensor(input_[self.image_key]).dtype != torch.float32:
+            return self.reference(input_)  # MONAI's scaling casts to float32: its path
+        return self._fused(dict(input_))
+
+    def _draws(self) -> tuple[list[int], int, float | None, float | None]:
+        """One crop's random draws, each from its MONAI transform's own generator, as MONAI's __call__ draws them."""
+        flip_axes = []
+        for flip in self.flips:
+            flip.randomize(None)
+            if flip._do_transform:
+                flip_axes.append(int(flip.flipper.spatial_axis))
+        k = 0
+        if self.rotate is not None:
+            self.rotate.randomize()
+            k = self.rotate._rand_k if self.rotate._do_transform else 0
+        factor = offset = None
+        if self.intensity:
+            scale, shift = self.intensity
+            scale.randomize(None)
+            if scale._do_transform:
+                scale.scaler.randomize(None)
+                factor = scale.scaler.factor
+            shift.randomize(None)
+            if shift._do_transform:
+                shift.shifter.randomize(None)
+                offset = shift.shifter._offset
+        return flip_axes, k, factor, offset
+
+    def _fused(self, d: dict) -> list[dict[Hashable, Any]]:
+        from copy import deepcopy
+
+        from monai.utils import fall_back_tuple
+
+        crop = self.crop
+        fg, bg = _plain(d.pop(crop.fg_indices_key, None)), _plain(d.pop(crop.bg_indices_key, None))
+        keys = list(crop.key_iterator(d))
+        arrays = {key: torch.as_tensor(_plain(d[key])) for key in keys}
+        crop.randomize(arrays.get(crop.label_key), fg, bg, arrays.get(crop.image_key))
+        sizes = {key: fall_back_tuple(crop.cropper.spatial_size, default=a.shape[1:]) for key, a in arrays.items()}
+        samples = []
+        for center in crop.cropper.centers:
+            flip_axes, k, factor, offset = self._draws()
+            # flips, then rot90 (a flip and a swap of the plane's axes, as torch.rot90): one flip of the axes flipped
+            # an odd number of times, then a transposed view
+            flipped = {axis + 1 for axis in flip_axes}
+            first, second = (a + 1 for a in self.rotate.spatial_axes) if k else (0, 0)
+            if k in (1, 3):
+                flipped ^= {second if k == 1 else first}
+            elif k == 2:
+                flipped ^= {first, second}
+            sample = {}
+            for key, value in d.items():
+                if key in self.dropped:
+                    continue
+                if key not in arrays:
+                    sample[key] = deepcopy(value)
+                    continue
+                x = arrays[key][(slice(None), *mt.SpatialCrop.compute_slices(roi_center=center, roi_size=sizes[key]))]
+                copied = bool(flipped)
+                if copied:
+                    x = torch.flip(x, sorted(flipped))
+                if k in (1, 3):
+                    x = x.transpose(first, second)
+                if key == self.image_key:  # MONAI: img * (1 + factor), then + offset; in place on a copy
+                    if factor is not None:
+                        x = x.mul_(1 + factor) if copied else x * (1 + factor)
+                        copied = True
+                    if offset is not None:
+                        x = x.add_(offset) if copied else x + offset
+                sample[key] = x  # untouched: a view of the entry, as MONAI's crop returns it
+            samples.append(sample)
+        return samples
 
 
 def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
@@ -599,6 +778,8 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
         mt.EnsureTyped([*keys, "fg_indices", "bg_indices"], track_meta=False),
         mt.DeleteItemsd(["foreground_start_coord", "foreground_end_coord"]),
     ]
+    if nnunet_aug:  # stored on nnU-Net's axis order: a crop moves to nnU-Net's axes without a transposing copy
+        head.append(AxisOrderLayoutd(keys, augmentation.axes))
     chain: list = []
     if recipe.sampling == "nnunet":
         chain.append(
@@ -610,6 +791,21 @@ def train_transforms(recipe: Recipe, batch_size: int = 2) -> list:
                 batch_size=batch_size,
             )
         )
+    elif not nnunet_aug and recipe.augmentation in ("btcv", "none"):
+        # the posneg crops and btcv's augmentation in one pass per crop, with MONAI's transforms' own random draws
+        btcv = recipe.augmentation == "btcv"
+        random_part = PosNegPatchesd(
+            keys,
+            crop_size,
+            pos=recipe.pos,
+            neg=recipe.neg,
+            num_samples=recipe.num_samples,
+            flip_prob=recipe.flip_prob if btcv else 0.0,
+            rot90_prob=recipe.rot90_prob if btcv and recipe.patch_size[0] == recipe.patch_size[1] else 0.0,
+            intensity_prob=recipe.intensity_prob if btcv else 0.0,
+            intensity_factor=recipe.intensity_factor,
+        )
+        return [*head, random_part]
     else:
         chain.append(
             mt.RandCropByPosNegLabeld(
