@@ -8,7 +8,8 @@ For each model (recipe architecture, or the small CPU sizes with --cpu-small) it
   DiceCELoss(net(x), y); loss.backward(); opt.step()``), same patch and batch: ratio printed;
 * sliding-window inference seconds for one volume and peak memory (CUDA: max allocated; CPU: peak RSS).
 
-Each model is measured in its own process (``--one MODEL``, started by the main process), so the peak-memory
+Each model is measured in its own process (``--one MODEL``, started by the main process; ``--repeats`` rounds,
+interleaved over the models, median and spread), so the peak-memory
 column is that model's own (CUDA: max allocated; CPU: the process's peak RSS), not the maximum of the models
 measured before it. On CUDA, ``--amp`` uses bf16 autocast. The data-wait fraction of the real data pipeline and
 torch.compile are not measured yet.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
 
 import torch
@@ -166,6 +168,11 @@ def measure_one(name: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _spread(values: list[float], digits: int) -> str:
+    """Median (min-max) of the rounds."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def main() -> None:
     import json
     import subprocess
@@ -179,6 +186,7 @@ def main() -> None:
     parser.add_argument("--cpu-small", action="store_true", help="small patches and widths that fit a 2-core CPU")
     parser.add_argument("--models", default="unet,unetr,swin_unetr,vnet,dynunet")
     parser.add_argument("--out", default=None, help="write the markdown table here too")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds, each model in a fresh process per round")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args()
     if args.one:
@@ -190,27 +198,41 @@ def main() -> None:
     )
     lines = [
         f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
-        f"threads {torch.get_num_threads()}, amp {args.amp}; each model in its own process",
+        f"threads {torch.get_num_threads()}, amp {args.amp}; each model in its own process, "
+        f"{args.repeats} interleaved rounds, median (min-max); peak MB the largest round's",
         "",
         header,
         "|---" * 9 + "|",
     ]
     passed = [a for a in sys.argv[1:] if not a.startswith("--models") and a != args.models]
-    for name in args.models.split(","):
-        done = subprocess.run(
-            [sys.executable, __file__, *passed, "--one", name], capture_output=True, text=True, check=False
-        )
-        found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not found:
-            lines.append(f"| {name} | failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]} |")
-            print(lines[-1], flush=True)
+    names = args.models.split(",")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    failed: dict[str, str] = {}
+    for round_ in range(args.repeats):  # rounds interleave the models: round 1 of each, then round 2...
+        for name in names:
+            if name in failed:
+                continue
+            done = subprocess.run(
+                [sys.executable, __file__, *passed, "--one", name], capture_output=True, text=True, check=False
+            )
+            found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode != 0 or not found:
+                failed[name] = f"failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+                continue
+            runs[name].append(json.loads(found[-1][len("RESULT ") :]))
+            print(f"round {round_ + 1}/{args.repeats} {name}: {runs[name][-1]}", flush=True)
+    for name in names:
+        if name in failed:
+            lines.append(f"| {name} | {failed[name]} |")
             continue
-        r = json.loads(found[-1][len("RESULT ") :])
+        rs = runs[name]
+        ratios = [r["ours"] / r["plain"] for r in rs]
         lines.append(
-            f"| {name} | {'x'.join(map(str, r['patch']))} | {args.batch} | {r['ours']:.3f} | {r['plain']:.3f} | "
-            f"{r['ours'] / r['plain']:.2f} | {r['drop']:.3f} | {r['sw']:.2f} | {r['peak_mb']:.0f} |"
+            f"| {name} | {'x'.join(map(str, rs[0]['patch']))} | {args.batch} | {_spread([r['ours'] for r in rs], 3)} | "
+            f"{_spread([r['plain'] for r in rs], 3)} | {_spread(ratios, 2)} | "
+            f"{statistics.median(r['drop'] for r in rs):.3f} | {_spread([r['sw'] for r in rs], 2)} | "
+            f"{max(r['peak_mb'] for r in rs):.0f} |"
         )
-        print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
     if args.out:
