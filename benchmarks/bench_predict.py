@@ -414,7 +414,8 @@ def main() -> None:  # noqa: PLR0915 - one benchmark, printed in order
                 results["peak_rss_mb_amos_zoo"] = f"{peaks['amos-zoo']:.0f}"
                 results["peak_rss_mb_monai"] = f"{peaks['monai']:.0f}"
         if truth_dice is not None:
-            print(f"mean organ Dice against the phantom's truth: amos-zoo {truth_dice[0]:.4f}, MONAI {truth_dice[1]:.4f}")
+            ours_dice, monai_dice = truth_dice
+            print(f"mean organ Dice against the phantom's truth: amos-zoo {ours_dice:.4f}, MONAI {monai_dice:.4f}")
         if truth_dice is not None and truth_dice[0] < 0.85:
             raise SystemExit(f"the benchmark network does not segment the case (Dice {truth_dice[0]:.3f} < 0.85)")
 
