@@ -69,6 +69,7 @@ def load_network(ckpt: str, interpolation: str | None = None):
         from amos_zoo.card import ModelCard
         from amos_zoo.data.labels import AMOS_LABELS
         from amos_zoo.data.recipes import get_recipe
+        from amos_zoo.models.registry import build_network
         from amos_zoo.protocols import get_protocol
 
         protocol = get_protocol("btcv")
@@ -86,7 +87,7 @@ def load_network(ckpt: str, interpolation: str | None = None):
             interpolation=interpolation or str(model.get("interpolation", "nearest")),
         )
         torch.manual_seed(0)
-        return card.build_network().eval(), card
+        return build_network(card).eval(), card
     from amos_zoo.weights.loading import load_model
 
     net, card, _ = load_model(ckpt, progress=False)
