@@ -16,10 +16,11 @@ from amos_zoo.infer import predictor as inference
 from amos_zoo.infer.predictor import Predictor, labels_on_input_grid, resample_to_input_grid
 
 
-def _smooth_probabilities(shape=(40, 36, 20), classes=5, seed=0) -> torch.Tensor:
-    """Class probabilities with organ-like blobs (smooth, a clear argmax away from boundaries)."""
+def _smooth_probabilities(shape=(40, 36, 20), classes=5, seed=0, sigma=5.0) -> torch.Tensor:
+    """Class probabilities with organ-like blobs (smooth, a clear argmax away from boundaries; with the default
+    ``sigma`` about a quarter of the cells lie on a label boundary, so the fast path does not fall back)."""
     rng = np.random.default_rng(seed)
-    logits = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 3) * 40 for _ in range(classes)])
+    logits = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), sigma) * 40 * sigma / 3 for _ in range(classes)])
     logits[0] += 1.0
     return torch.softmax(torch.from_numpy(logits).float(), 0)
 
@@ -37,13 +38,26 @@ def _grids():
     return src, {"lps": (lps, (86, 77, 20)), "permuted": (permuted, (60, 66, 16)), "oblique": (oblique, (50, 50, 18))}
 
 
+def _fast_path_only(monkeypatch) -> None:
+    """Fail if labels_on_input_grid falls back to resampling every class (the test's own reference calls are not
+    affected: they use the imported name)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("labels_on_input_grid fell back to the full resampling")
+
+    monkeypatch.setattr(inference, "resample_to_input_grid", refuse)
+
+
 @pytest.mark.parametrize("grid", ["lps", "permuted", "oblique"])
-def test_labels_equal_full_resampling(grid):
+def test_labels_equal_full_resampling(grid, monkeypatch):
     src, grids = _grids()
     dst, shape = grids[grid]
     scores = MetaTensor(_smooth_probabilities(), affine=torch.as_tensor(src))
     full = resample_to_input_grid(scores, dst, shape).argmax(0).numpy()
-    fast = labels_on_input_grid(scores, dst, shape, "linear")
+    with monkeypatch.context() as patch:
+        if grid != "oblique":  # axis-aligned: the boundary-only path, never the fallback
+            _fast_path_only(patch)
+        fast = labels_on_input_grid(scores, dst, shape, "linear")
     assert fast.shape == shape
     assert np.mean(fast == full) >= 0.99999  # equal up to float rounding at exact ties
 
@@ -176,3 +190,77 @@ def _whole_volume_passes_run_out_of_memory(monkeypatch) -> list:
 
     monkeypatch.setattr(inference, "sliding_window_inference", fake)
     return calls
+
+
+def _scipy_linear_labels(probs: torch.Tensor, src: np.ndarray, dst: np.ndarray, shape) -> np.ndarray:
+    """Independent reference: each class trilinearly interpolated at the input voxels (scipy, float64, border
+    continued), then argmax (first maximum)."""
+    from scipy.ndimage import map_coordinates
+
+    to_src = np.linalg.inv(src) @ dst
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), 0).reshape(3, -1)
+    coords = to_src[:3, :3] @ idx + to_src[:3, 3:4]
+    values = np.stack([map_coordinates(p, coords, order=1, mode="nearest") for p in probs.double().numpy()])
+    return values.argmax(0).reshape(shape)
+
+
+def test_only_classes_that_can_win_are_interpolated_exactly(monkeypatch):
+    """At a boundary between organs 1 and 2 a third class that is argmax at no corner wins between them (0.45 against
+    0.53 (1 - t) and 0.53 t): the fast path must keep it as a candidate. Random probabilities elsewhere give cells
+    with 2, 3 and more candidate classes; the labels equal scipy's and MONAI's full resampling."""
+    src, grids = _grids()
+    dst, shape = grids["lps"]
+    probs = _smooth_probabilities(classes=6, seed=1)
+    slab = probs[:, :, 24:, :]  # a plane boundary between organ 1 (x < 20) and organ 2, class 3 at 0.45 everywhere
+    slab.zero_()
+    slab[0], slab[3] = 0.02, 0.45
+    slab[1, :20], slab[2, 20:] = 0.53, 0.53
+    rng = np.random.default_rng(2)
+    noisy = torch.from_numpy(rng.dirichlet(np.full(6, 0.3), size=(12, 3, 8)).transpose(3, 0, 1, 2)).float()
+    probs[:, 4:16, 18:21, 6:14] = noisy  # a block of unstructured probabilities: many classes compete there
+    scores = MetaTensor(probs, affine=torch.as_tensor(src))
+    reference = _scipy_linear_labels(probs, src, dst, shape)
+    full = resample_to_input_grid(scores, dst, shape).argmax(0).numpy()
+    _fast_path_only(monkeypatch)
+    fast = labels_on_input_grid(scores, dst, shape, "linear")
+    assert (reference == 3).sum() > 100  # the third class wins between the organs: the case is exercised
+    assert np.mean(fast == reference) >= 0.99999
+    assert np.mean(fast == full) >= 0.99999
+    assert np.mean(full == reference) >= 0.99999
+
+
+def test_exact_ties_go_to_the_lower_class_as_argmax(monkeypatch):
+    """Where two classes have equal probabilities at every corner their interpolated values are equal: argmax (and
+    MONAI's full resampling followed by argmax) take the lower class, and so does the fast path."""
+    src, grids = _grids()
+    dst, shape = grids["lps"]
+    probs = torch.tensor([0.9, 0.025, 0.025, 0.025, 0.025])[:, None, None, None].repeat(1, 40, 36, 20)  # background
+    probs[:, 4:16, 8:28, 5:15] = torch.tensor([0.0, 0.0, 0.5, 0.5, 0.0])[:, None, None, None]  # 2 and 3 tie
+    probs[:, 22:36, 8:28, 5:15] = torch.tensor([0.0, 0.5, 0.0, 0.0, 0.5])[:, None, None, None]  # 1 and 4 tie
+    scores = MetaTensor(probs, affine=torch.as_tensor(src))
+    full = resample_to_input_grid(scores, dst, shape).argmax(0).numpy()
+    _fast_path_only(monkeypatch)
+    fast = labels_on_input_grid(scores, dst, shape, "linear")
+    assert set(np.unique(fast)) == {0, 1, 2}  # classes 3 and 4 never win a tie
+    assert np.array_equal(fast, full)
+    assert np.array_equal(fast, _scipy_linear_labels(probs, src, dst, shape))
+
+
+def test_exact_tie_between_two_candidates_goes_to_the_lower_class(monkeypatch):
+    """Two classes only (the interpolated difference decides): halfway between corners (0.625, 0.375) and
+    (0.375, 0.625) both values are exactly 0.5 (an input grid of half the spacing puts voxels there); argmax of the
+    exact interpolation (scipy, float64) takes the lower class, and so does the fast path. MONAI's full resampling
+    agrees away from the tie plane (on it, its float32 grid coordinates round some weights off 0.5)."""
+    src = np.diag([2.0, 2.0, 2.0, 1.0])
+    dst = np.diag([1.0, 1.0, 1.0, 1.0])
+    shape = (16, 16, 16)
+    probs = torch.zeros(3, 8, 8, 8)
+    probs[1, :4], probs[2, :4] = 0.625, 0.375
+    probs[1, 4:], probs[2, 4:] = 0.375, 0.625
+    scores = MetaTensor(probs, affine=torch.as_tensor(src))
+    full = resample_to_input_grid(scores, dst, shape).argmax(0).numpy()
+    _fast_path_only(monkeypatch)
+    fast = labels_on_input_grid(scores, dst, shape, "linear")
+    assert (fast[7] == 1).all() and (fast[8] == 2).all()  # x = 7 mm: halfway between source voxels 3 and 4
+    assert np.array_equal(fast, _scipy_linear_labels(probs, src, dst, shape))
+    assert np.array_equal(np.delete(fast, 7, 0), np.delete(full, 7, 0)) and (full[7] == 1).mean() > 0.5

@@ -191,9 +191,11 @@ def labels_on_input_grid(
     recipe's Orientation + Spacing), each output voxel's bilinear value is a convex combination of its 8
     source neighbours. When those 8 share one argmax label, the combination has that label too (for every
     other class k, each neighbour's p[L] >= p[k], so the weighted sums keep the order), so only voxels at
-    label boundaries need interpolated probabilities. Out-of-grid neighbours follow :func:`resample_to_input_grid`:
-    background on the faces the foreground crop cut (``scores.meta["cropped"]``), the border value on the volume's
-    own edges. Other (oblique) grid changes fall back to the full resampling.
+    label boundaries need interpolated probabilities, and there only the classes that can win
+    (:func:`_mixed_cell_labels`); the cells' labels are copied to the output axis by axis. Out-of-grid neighbours
+    follow :func:`resample_to_input_grid`: background on the faces the foreground crop cut
+    (``scores.meta["cropped"]``), the border value on the volume's own edges. Other (oblique) grid changes fall back
+    to the full resampling.
 
     One function because the fast and full resampling paths share the grid arithmetic computed at its start.
     """
@@ -208,7 +210,7 @@ def labels_on_input_grid(
     n_classes = probs.shape[0]
     cropped = (scores.meta.get("cropped") if isinstance(scores, MetaTensor) else None) or [0] * 6
     # one voxel around the grid: the border value on the volume's edges, background where the crop cut air away
-    labels = np.pad(probs.argmax(0).numpy().astype(np.uint8), 1, mode="edge")
+    labels = np.pad(probs.numpy().argmax(0).astype(np.uint8), 1, mode="edge")  # numpy's: ties to the first class too
     for a in range(3):
         for side, index in ((0, 0), (1, -1)):
             if cropped[2 * a + side]:
@@ -234,40 +236,112 @@ def labels_on_input_grid(
         frac = np.where((coord < 0) | (coord > size - 1), 0.0, frac)  # far outside: the padding voxel's value
         lo.append(base)
         w.append(frac)
-    hi = [np.minimum(b + 1, labels.shape[a] - 1) for a, b in enumerate(lo)]
-    corners = [(c0, c1, c2) for c0 in (0, 1) for c1 in (0, 1) for c2 in (0, 1)]
-    pick = [(lo[a], hi[a]) for a in range(3)]
-    first = labels[np.ix_(pick[0][0], pick[1][0], pick[2][0])]
-    uniform = np.ones(first.shape, dtype=bool)
-    for c in corners[1:]:
-        uniform &= labels[np.ix_(pick[0][c[0]], pick[1][c[1]], pick[2][c[2]])] == first
-    out = first
-    if (~uniform).mean() > 0.3:  # labels change almost everywhere (an untrained network): resample it all
+    # each output voxel lies in the source cell whose lower corner is lo: a cell's label when its 8 corners agree,
+    # 255 (to be interpolated) when they do not; gathered axis by axis straight into the output's axis order
+    corner_labels = np.pad(labels, ((0, 1),) * 3, mode="edge")  # corner lo + 1 of the last index: the index itself
+    size = labels.shape
+    first = corner_labels[: size[0], : size[1], : size[2]]
+    uniform = np.ones(size, dtype=bool)
+    for c in _CORNERS[1:]:
+        uniform &= corner_labels[c[0] : c[0] + size[0], c[1] : c[1] + size[1], c[2] : c[2] + size[2]] == first
+    source_of = np.argsort(out_axis)  # output axis -> source axis
+    out = np.where(uniform, first, np.uint8(_MIXED)).transpose(source_of)
+    for b in range(3):
+        out = np.take(out, lo[source_of[b]], axis=b)
+    out = np.ascontiguousarray(out)  # written through a flat view below
+    todo = np.flatnonzero(out == _MIXED)
+    if todo.size > 0.3 * out.size or n_classes >= _MIXED:  # labels change almost everywhere: resample it all
         return resample_to_input_grid(scores, affine, shape).argmax(0).numpy().astype(np.uint8)
-    todo = np.nonzero(~uniform)
-    if todo[0].size:
-        # the same one-voxel border as the labels: replicated edges, one-hot background on cropped faces
-        padded = torch.nn.functional.pad(probs[None], (1, 1, 1, 1, 1, 1), mode="replicate")[0]
-        for a in range(3):
-            for side, index in ((0, 0), (1, -1)):
-                if cropped[2 * a + side]:
-                    plane = (slice(None),) + (slice(None),) * a + (index,)
-                    padded[plane] = 0.0
-                    padded[(0,) + plane[1:]] = 1.0
-        flat = padded.reshape(n_classes, -1).numpy()
-        strides = (labels.shape[1] * labels.shape[2], labels.shape[2], 1)
-        acc = np.zeros((n_classes, todo[0].size), dtype=np.float64)
-        for c in corners:
-            index = sum(pick[a][c[a]][todo[a]] * strides[a] for a in range(3))
-            weight = np.ones(todo[0].size)
-            for a in range(3):
-                wa = w[a][todo[a]]
-                weight *= wa if c[a] else 1.0 - wa
-            acc += flat[:, index] * weight
-        out = out.copy()
-        out[todo] = acc.argmax(0).astype(np.uint8)
-    # source-axis order -> output-axis order
-    return np.ascontiguousarray(out.transpose(np.argsort(out_axis)))
+    if todo.size:
+        position = np.unravel_index(todo, out.shape)
+        out.reshape(-1)[todo] = _mixed_cell_labels(
+            probs,
+            cropped,
+            corner_labels,
+            ~uniform,
+            [lo[a][position[out_axis[a]]] for a in range(3)],
+            [w[a][position[out_axis[a]]] for a in range(3)],
+        )
+    return out
+
+
+#: the 8 corners of a source cell, as offsets from its lower corner
+_CORNERS = [(c0, c1, c2) for c0 in (0, 1) for c1 in (0, 1) for c2 in (0, 1)]
+#: marks output voxels whose source cell's corners disagree (labels are < 255)
+_MIXED = 255
+
+
+def _mixed_cell_labels(
+    probs: torch.Tensor,
+    cropped: list[int],
+    corner_labels: np.ndarray,
+    mixed: np.ndarray,
+    cell: list[np.ndarray],
+    weight: list[np.ndarray],
+) -> np.ndarray:
+    """Argmax of the trilinearly interpolated probabilities at voxels in cells whose corners disagree.
+
+    ``probs`` (C, *source); ``corner_labels`` the argmax on the source grid padded by one voxel before and two after
+    each axis (as :func:`labels_on_input_grid` pads it); ``mixed`` which cells (by lower corner, on the padded grid)
+    disagree; per voxel its cell's lower corner per axis and the weight of the upper neighbour.
+
+    Only classes that can win are interpolated: with S the corners' argmax classes, the winner's value is at least
+    ``B = min over corners of sum(p[S]) / |S|`` (the mean over S of the interpolated values), and a class ``k``
+    never exceeds its largest corner value, so classes outside S whose largest corner value is below B cannot win.
+    Candidates are kept in class order, so ties go to the lowest class, as ``argmax`` breaks them.
+    """
+    size = mixed.shape
+    n_classes = probs.shape[0]
+    # probabilities on the padded grid: replicated edges, one-hot background where the crop cut air away
+    padded = torch.nn.functional.pad(probs[None], (1, 1, 1, 1, 1, 1), mode="replicate")[0]
+    for a in range(3):
+        for side, index in ((0, 0), (1, -1)):
+            if cropped[2 * a + side]:
+                plane = (slice(None),) + (slice(None),) * a + (index,)
+                padded[plane] = 0.0
+                padded[(0,) + plane[1:]] = 1.0
+    flat = padded.reshape(n_classes, -1).numpy()
+    cells = np.flatnonzero(mixed)
+    corner = np.unravel_index(cells, size)
+    corner_index = [
+        np.ravel_multi_index([np.minimum(corner[a] + c[a], size[a] - 1) for a in range(3)], size) for c in _CORNERS
+    ]
+    values = np.stack([flat[:, i].T for i in corner_index], 1).astype(np.float64)  # (cells, corners, classes)
+    winners = np.stack([corner_labels[tuple(corner[a] + c[a] for a in range(3))] for c in _CORNERS], 1)
+    in_s = np.zeros((cells.size, n_classes), dtype=bool)
+    np.put_along_axis(in_s, winners.astype(np.int64), True, axis=1)
+    bound = (values * in_s[:, None, :]).sum(2).min(1) / in_s.sum(1)
+    candidate = in_s | (values.max(1) >= bound[:, None] - 1e-6)  # margin: float rounding
+    count = candidate.sum(1)
+
+    local = np.full(mixed.size, -1, dtype=np.int64)  # cell (flat, padded grid) -> row in ``cells``
+    local[cells] = np.arange(cells.size)
+    voxel_cell = local[np.ravel_multi_index(cell, size)]
+    labels = np.empty(voxel_cell.size, dtype=np.uint8)
+    voxel_count = count[voxel_cell]
+    for m in np.unique(count):
+        group = np.flatnonzero(count == m)
+        classes = np.sort(np.where(candidate[group], np.arange(n_classes), n_classes), axis=1)[:, :m]
+        # (corners, cells of the group, candidates): one contiguous gather per corner
+        group_values = np.take_along_axis(values[group], classes[:, None, :], 2)
+        group_values = np.ascontiguousarray(group_values.transpose(1, 0, 2))
+        if m == 2:  # the first class wins where the interpolated difference of the two is >= 0
+            group_values = group_values[:, :, :1] - group_values[:, :, 1:]
+        row = np.full(cells.size, -1, dtype=np.int64)
+        row[group] = np.arange(group.size)
+        voxels = np.flatnonzero(voxel_count == m)
+        voxel_row = row[voxel_cell[voxels]]
+        # trilinear weights of the 8 corners: products of each axis' (1 - w, w)
+        axis_weight = [(1.0 - wa, wa) for wa in (weight[a][voxels] for a in range(3))]
+        plane_weight = {(c0, c1): axis_weight[0][c0] * axis_weight[1][c1] for c0 in (0, 1) for c1 in (0, 1)}
+        acc = np.zeros((voxels.size, group_values.shape[2]))
+        for c, (c0, c1, c2) in enumerate(_CORNERS):
+            acc += group_values[c][voxel_row] * (plane_weight[c0, c1] * axis_weight[2][c2])[:, None]
+        if m == 2:
+            labels[voxels] = np.where(acc[:, 0] >= 0, classes[voxel_row, 0], classes[voxel_row, 1])
+        else:
+            labels[voxels] = classes[voxel_row, acc.argmax(1)]
+    return labels
 
 
 def check_dicom_series(folder: Path) -> list[Path]:
