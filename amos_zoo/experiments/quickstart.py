@@ -48,7 +48,7 @@ def _log(msg: str) -> None:
 
 def _native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where the quickstart card's ``bf16-mixed``
-    trains about 1.8x faster than fp32; elsewhere bf16 is emulated and slower than fp32."""
+    trains a step about 1.4x faster than fp32; elsewhere bf16 is emulated and slower than fp32."""
     import torch
 
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
