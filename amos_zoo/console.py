@@ -75,6 +75,13 @@ NOISE: list[tuple[str, str, str, str]] = [
         "rank logs the same value; sync_dist would only average equal numbers",
     ),
     (
+        "warning",
+        "pytorch_lightning.utilities.model_summary.model_summary",
+        r"Precision bf16-mixed is not supported by the model summary",
+        "Lightning's summary sizes parameters as fp32 under bf16-mixed (the quickstart card's CPU precision); the "
+        "parameters are fp32 under autocast, so the size it prints is right",
+    ),
+    (
         "log",
         "pytorch_lightning.utilities.rank_zero",
         r"^(TPU|HPU) available: False",

@@ -46,11 +46,13 @@ SMALL_UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
 
 
 def small_fit_args(data_root: Path, cache_dir: Path, task: str | None = None) -> list[str]:
-    """`amos-zoo fit` options of a small CPU run: cpu.yaml, the quickstart protocol on the tiny recipe, SMALL_UNET."""
+    """`amos-zoo fit` options of a small CPU run: cpu.yaml, the quickstart protocol on the tiny recipe, SMALL_UNET,
+    fp32 (the quickstart card's bf16-mixed depends on the CPU; the tests' small runs compute alike everywhere)."""
     import json
 
     args = ["--config", str(REPO / "configs/base/cpu.yaml"), "--protocol", "quickstart/unet"]
     args += ["--data.root", str(data_root), "--data.recipe", "tiny", *(["--data.task", task] if task else [])]
+    args += ["--trainer.precision", "32-true"]
     return [*args, "--data.cache_dir", str(cache_dir), "--model.arch_kwargs", json.dumps(SMALL_UNET)]
 
 
@@ -147,14 +149,34 @@ def amos_checkpoint(synth_root, tmp_path_factory) -> Path:
     return path
 
 
-#: the longest tests, longest first (measured with --durations): started first, so that the two xdist workers
-#: finish together instead of one running the quickstart alone at the end
-LONGEST_FIRST = ("test_quickstart.py", "test_readme.py", "01_quickstart.ipynb", "test_gpu_run.py", "02_finetune.ipynb")
+#: the longest tests, longest first (measured with --durations; file::name): started first and, as xdist's load
+#: scheduling deals the first tests out in turn, on alternate workers, so that the two xdist workers finish together
+#: instead of one running a long test alone at the end
+LONGEST_FIRST = (
+    "test_readme.py::test_every_readme_command_and_python_example_runs_as_typed",
+    "test_quickstart.py::test_quickstart_meets_its_promise_and_its_notebook_shows_the_run",
+    "test_gpu_run.py::test_smoke_run_writes_every_row_and_the_table",
+    "test_preemption.py::test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first",
+    "02_finetune.ipynb::02_finetune.ipynb",
+)
+
+
+#: notebooks/01_quickstart.ipynb shows a finished quickstart run: tests/test_quickstart.py executes it on the outputs of
+#: the quickstart it has just run, so a session that runs that test does not execute the notebook a second time (it
+#: would train the quickstart again: each end-to-end path runs once per suite)
+QUICKSTART_NOTEBOOK = ("01_quickstart.ipynb", "test_quickstart.py::test_quickstart_meets_its_promise_and_its_notebook")
 
 
 def pytest_collection_modifyitems(config, items):
+    notebook, runner = QUICKSTART_NOTEBOOK
+    if any(runner in item.nodeid for item in items):
+        shown = [item for item in items if item.nodeid.endswith(f"{notebook}::{notebook}")]
+        if shown:
+            config.hook.pytest_deselected(items=shown)
+            items[:] = [item for item in items if item not in shown]
+
     def rank(item) -> int:
-        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        name = item.nodeid.rsplit("/", 1)[-1].split("[")[0]
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
@@ -332,3 +354,53 @@ def check_smoke_row(run_dir: Path, task: str, protocol: str, model: str) -> dict
     assert resolved["model"]["arch"] == model and resolved["data"]["recipe"] == protocol
     assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == cases
     return row
+
+
+def check_official_smoke_run(run_dir: Path, task: str, protocol: str, model: str) -> dict:
+    """:func:`check_smoke_row`, and what an official-split smoke row of the amos-paper and btcv protocols records
+    (tests/test_reproduce.py's covering runs; README's `reproduce ... --model swin_unetr --protocol btcv` line)."""
+    import yaml
+
+    row = check_smoke_row(run_dir, task, protocol, model)
+    if protocol == "amos-paper":
+        resolved = yaml.safe_load(row["resolved_config"])
+        assert resolved["model"]["optimizer"] == "adam" and resolved["model"]["amsgrad"] is True
+        card = row["card"]
+        assert card["recipe"]["spacing"] == [7.0, 7.0, 10.0] and card["recipe"]["intensity_stats"]  # planned stats
+        assert card["tta"] is True and card["blend"] == "probabilities"
+        assert card["recipe"]["normalization_order"] == "after-resampling"  # nnU-Net v1: resample, then normalise
+    if task == "amos-mr":  # the AMOS fork's MR task: MRI z-score (its patch: smoke runs shrink it)
+        assert row["card"]["recipe"]["mri_normalization"] == "zscore"
+    # amos-paper and btcv predict with their best validation checkpoint, and the row says so
+    assert row["checkpoint_choice"].startswith("best:") and row["checkpoint"].endswith("best.ckpt")
+    assert row["empty_policy"] == "score"
+    return row
+
+
+def check_cross_validation_smoke_run(runs: Path, labelled_cases: int) -> None:
+    """What `amos-zoo reproduce --task amos-ctmr --protocol nnunet-v2 --model nnunet --smoke --out RUNS` and then
+    `amos-zoo table RUNS` leave (README's lines; run once per suite, in tests/test_readme.py): a row per fold, the
+    row of their union, nnU-Net's checkpoint and empty-organ rules, and the table's cross-validation line."""
+    import json
+
+    run_dir = runs / "amos-ctmr" / "nnunet-v2" / "nnunet"
+    folds = [json.loads((run_dir / f"fold_{k}" / "row.json").read_text()) for k in (0, 1)]
+    row = json.loads((run_dir / "row.json").read_text())
+    assert [f["fold"] for f in folds] == [0, 1] and row["folds"] == [0, 1]
+    assert row["split_kind"] == "cross-validation" and all(f["split_kind"] == "cross-validation" for f in folds)
+    # the two folds' validation cases partition the labelled cases, and the row scores their union
+    val = [
+        set(json.loads((run_dir / f"fold_{k}" / "evaluation" / "summary.json").read_text())["per_case"]) for k in (0, 1)
+    ]
+    assert not (val[0] & val[1]) and len(val[0] | val[1]) == labelled_cases == row["metrics"]["cases"]
+    assert folds[0]["card"]["recipe"]["ct_normalization"] == "zscore"  # nnU-Net's Task 2: z-score every case
+    # nnU-Net reports each fold with its final checkpoint and its own empty-organ rule
+    assert all(f["checkpoint_choice"].startswith("final:") and f["checkpoint"].endswith("final.ckpt") for f in folds)
+    assert row["checkpoint_choice"].startswith("final:") and row["fold_checkpoints"] == [f["checkpoint"] for f in folds]
+    assert row["empty_policy"] == "nnunet" == folds[0]["empty_policy"]
+    assert folds[0]["card"]["blend"] == "logits" and folds[0]["card"]["tta"] is True
+    assert folds[0]["card"]["sw_tiling"] == "nnunet"
+    assert row["card"]["arch_kwargs"]["deep_supervision"] is True
+    markdown = (runs / "table.md").read_text()
+    assert "| amos-ctmr | nnunet-v2 | nnunet (smoke) | cross-validation |" in markdown
+    assert (runs / "table.png").stat().st_size > 0 and (runs / "table.csv").read_text().startswith("task,model")

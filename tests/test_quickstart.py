@@ -1,16 +1,19 @@
-"""The README's promise: the quickstart reaches mean foreground Dice >= 0.85 on the synthetic validation cases."""
+"""The README's promise: the quickstart reaches mean foreground Dice >= 0.85 on the synthetic validation cases; its
+notebook (notebooks/01_quickstart.ipynb) shows that run."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import REPO
 
 from amos_zoo.cli.main import main
+from amos_zoo.protocols import get_protocol
 
 
 @pytest.mark.slow
-def test_quickstart_meets_its_promise(tmp_path, capsys):
+def test_quickstart_meets_its_promise_and_its_notebook_shows_the_run(tmp_path, capsys, monkeypatch):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -31,6 +34,19 @@ def test_quickstart_meets_its_promise(tmp_path, capsys):
         assert (out / path).stat().st_size > 0, path
     assert list((out / "logs").rglob("metrics.csv"))
     assert len(list((out / "predictions").glob("*.nii.gz"))) == 6
+
+    # the notebook on this finished run (the suite trains the quickstart once; notebooks/conftest.py leaves the
+    # notebook to this test): every cell runs, its own assertions included, and it reports this run's Dice
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("AMOS_ZOO_QUICKSTART_RUN", str(out))
+    notebook = nbformat.read(REPO / "notebooks" / "01_quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=None, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    steps = json.loads((out / "row.json").read_text())["steps"]
+    assert steps == get_protocol("quickstart").values("trainer")["max_steps"]
+    assert f"{steps} training steps, 6 validation cases, mean foreground Dice {dice:.4f}" in printed
 
 
 def _drawn_figure(monkeypatch, draw) -> object:
@@ -78,3 +94,28 @@ def test_overlay_legend_names_each_organ_with_its_contour_colour(monkeypatch, tm
     # each label draws its predicted (solid) then its reference (dashed) contour
     contour_colours = [to_rgba(c.get_edgecolor()[0]) for c in fig.axes[0].collections[0::2]]
     assert [to_rgba(h.get_color()) for h in legend.legend_handles] == contour_colours
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_quickstart_trains_in_bf16_only_where_the_cpu_computes_it_natively(native, monkeypatch, tmp_path):
+    """The card's bf16-mixed where the CPU has AVX512-BF16 or AMX; fp32 elsewhere (emulated bf16 is slower)."""
+    import amos_zoo.experiments.quickstart as quickstart
+    import amos_zoo.experiments.run as run
+
+    class Stop(Exception):
+        pass
+
+    fit_args = []
+
+    def run_experiment(args, *_, **__):
+        fit_args.extend(args)
+        raise Stop  # the fit's arguments are all this test needs
+
+    monkeypatch.setattr(run, "run_experiment", run_experiment)
+    monkeypatch.setattr(quickstart, "_native_cpu_bf16", lambda: native)
+    assert get_protocol("quickstart").values("trainer")["precision"] == "bf16-mixed"
+    with pytest.raises(Stop):
+        quickstart.run_quickstart(quickstart.QuickstartConfig(out=tmp_path, n_train=1, n_val=1, progress=False))
+    assert ("--trainer.precision" in fit_args) is not native
+    if not native:
+        assert fit_args[fit_args.index("--trainer.precision") + 1] == "32-true"

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, check_smoke_row
+from conftest import REPO, check_cross_validation_smoke_run, check_official_smoke_run, check_smoke_row
 
 from amos_zoo.experiments.reproduce import smoke_args
 
@@ -114,6 +114,10 @@ def test_every_readme_command_and_python_example_runs_as_typed(synth_root, wheel
 
     # what the commands wrote: the smoke row, the table, predictions on each scan's grid, the evaluation, exports
     check_smoke_row(work / "runs" / "amos-ct" / "btcv" / "unet", "amos-ct", "btcv", "unet")
+    # the btcv and nnunet-v2 reproduce lines (checked here, not run again in tests/test_reproduce.py)
+    runs = work / "runs"
+    check_official_smoke_run(runs / "amos-ct" / "btcv" / "swin_unetr", "amos-ct", "btcv", "swin_unetr")
+    check_cross_validation_smoke_run(runs, labelled_cases=7)  # the synthetic dataset: 4 training + 3 validation
     table = (work / "runs" / "table.md").read_text()  # `table` ran after the two reproduce lines before it
     assert "| amos-ct | btcv | swin_unetr (smoke) | official |" in table
     assert "| amos-ctmr | nnunet-v2 | nnunet (smoke) | cross-validation |" in table

@@ -1,14 +1,13 @@
-"""amos-zoo reproduce --smoke: the full fit -> predict -> evaluate -> row path for a set of runs that covers every
-protocol, every model and both AMOS tasks, the cross-validation row of a cross-validation protocol, and the table
-(differences only against numbers of the same protocol and split)."""
+"""amos-zoo reproduce --smoke: the full fit -> predict -> evaluate -> row path for a set of runs that, with README's
+reproduce lines (run and checked in tests/test_readme.py: the cross-validation row of a cross-validation protocol
+and the table), covers every protocol, every model and both AMOS tasks; the table (differences only against numbers
+of the same protocol and split)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
-from conftest import check_smoke_row
+from conftest import REPO, check_official_smoke_run
 
 from amos_zoo.cli.main import main
 from amos_zoo.experiments.table import build_table, load_published
@@ -17,20 +16,27 @@ from amos_zoo.experiments.table import build_table, load_published
 COVERING = [
     ("amos-mr", "amos-paper", "dynunet"),
     ("amos-ctmr", "amos-paper", "unetr"),
-    ("amos-ct", "btcv", "swin_unetr"),
     ("amos-ctmr", "btcv", "vnet"),
-    # ("amos-ct", "btcv", "unet") is README's `amos-zoo reproduce --task amos-ct --model unet --smoke`: it runs, and
-    # its row is checked the same way, in tests/test_readme.py (each end-to-end path once per suite)
 ]
+#: the runs of README's `reproduce` lines, which run and are checked the same way in tests/test_readme.py (each
+#: end-to-end path once per suite): btcv swin_unetr (check_official_smoke_run), nnunet-v2's cross-validation and its
+#: table line (check_cross_validation_smoke_run), and btcv unet (check_smoke_row)
+README_RUNS = {
+    ("amos-ct", "btcv", "swin_unetr"): "reproduce --task amos-ct --model swin_unetr --protocol btcv --data",
+    ("amos-ctmr", "nnunet-v2", "nnunet"): "reproduce --task amos-ctmr --model nnunet --protocol nnunet-v2 --data",
+    ("amos-ct", "btcv", "unet"): "reproduce --task amos-ct --model unet --smoke",
+}
 
 
 def test_the_covering_set_covers():
     from amos_zoo.experiments.reproduce import SMOKE_SETTINGS
 
-    runs = COVERING + [("amos-ctmr", "nnunet-v2", "nnunet"), ("amos-ct", "btcv", "unet")]
+    runs = COVERING + list(README_RUNS)
     assert {m for _, _, m in runs} == set(SMOKE_SETTINGS)
     assert {p for _, p, _ in runs} == {"amos-paper", "btcv", "nnunet-v2"}
     assert {t for t, _, _ in runs} == {"amos-ct", "amos-ctmr", "amos-mr"}
+    readme = (REPO / "README.md").read_text()
+    assert all(f"amos-zoo {line}" in readme for line in README_RUNS.values())
 
 
 @pytest.mark.slow
@@ -41,50 +47,7 @@ def test_reproduce_smoke_official_split(task, protocol, model, tmp_path):
         main(["reproduce", "--task", task, "--protocol", protocol, "--model", model, "--smoke", "--out", str(runs)])
         == 0
     )
-    run_dir = runs / task / protocol / model
-    row = check_smoke_row(run_dir, task, protocol, model)
-    if protocol == "amos-paper":
-        resolved = yaml.safe_load(row["resolved_config"])
-        assert resolved["model"]["optimizer"] == "adam" and resolved["model"]["amsgrad"] is True
-        card = row["card"]
-        assert card["recipe"]["spacing"] == [7.0, 7.0, 10.0] and card["recipe"]["intensity_stats"]  # planned stats
-        assert card["tta"] is True and card["blend"] == "probabilities"
-        assert card["recipe"]["normalization_order"] == "after-resampling"  # nnU-Net v1: resample, then normalise
-    if task == "amos-mr":  # the AMOS fork's MR task: MRI z-score (its patch: smoke runs shrink it)
-        assert row["card"]["recipe"]["mri_normalization"] == "zscore"
-    # amos-paper and btcv predict with their best validation checkpoint, and the row says so
-    assert row["checkpoint_choice"].startswith("best:") and row["checkpoint"].endswith("best.ckpt")
-    assert row["empty_policy"] == "score"
-
-
-@pytest.mark.slow
-def test_reproduce_cross_validation_protocol_writes_fold_rows_and_the_union(tmp_path):
-    runs = tmp_path / "runs"
-    args = ["reproduce", "--task", "amos-ctmr", "--protocol", "nnunet-v2", "--model", "nnunet", "--smoke"]
-    assert main([*args, "--out", str(runs)]) == 0
-    run_dir = runs / "amos-ctmr" / "nnunet-v2" / "nnunet"
-    folds = [json.loads((run_dir / f"fold_{k}" / "row.json").read_text()) for k in (0, 1)]
-    row = json.loads((run_dir / "row.json").read_text())
-    assert [f["fold"] for f in folds] == [0, 1] and row["folds"] == [0, 1]
-    assert row["split_kind"] == "cross-validation" and all(f["split_kind"] == "cross-validation" for f in folds)
-    # the two folds' validation cases partition the 7 labelled cases, and the row scores their union
-    val = [
-        set(json.loads((run_dir / f"fold_{k}" / "evaluation" / "summary.json").read_text())["per_case"]) for k in (0, 1)
-    ]
-    assert not (val[0] & val[1]) and len(val[0] | val[1]) == 7 == row["metrics"]["cases"]
-    assert folds[0]["card"]["recipe"]["ct_normalization"] == "zscore"  # nnU-Net's Task 2: z-score every case
-    # nnU-Net reports each fold with its final checkpoint and its own empty-organ rule
-    assert all(f["checkpoint_choice"].startswith("final:") and f["checkpoint"].endswith("final.ckpt") for f in folds)
-    assert row["checkpoint_choice"].startswith("final:") and row["fold_checkpoints"] == [f["checkpoint"] for f in folds]
-    assert row["empty_policy"] == "nnunet" == folds[0]["empty_policy"]
-    assert folds[0]["card"]["blend"] == "logits" and folds[0]["card"]["tta"] is True
-    assert folds[0]["card"]["sw_tiling"] == "nnunet"
-    assert row["card"]["arch_kwargs"]["deep_supervision"] is True
-
-    assert main(["table", str(runs)]) == 0
-    markdown = (runs / "table.md").read_text()
-    assert "| amos-ctmr | nnunet-v2 | nnunet (smoke) | cross-validation |" in markdown
-    assert (runs / "table.png").stat().st_size > 0 and (runs / "table.csv").read_text().startswith("task,model")
+    check_official_smoke_run(runs / task / protocol / model, task, protocol, model)
 
 
 def test_table_compares_only_same_protocol_and_split(tmp_path):

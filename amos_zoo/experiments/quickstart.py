@@ -46,6 +46,15 @@ def _log(msg: str) -> None:
     print(f"[amos-zoo quickstart] {msg}", flush=True)
 
 
+def _native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where the quickstart card's ``bf16-mixed``
+    trains a step about 1.4x faster than fp32; elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Run the whole quickstart; returns the evaluation summary (with ``wall_time_s``).
 
@@ -104,6 +113,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             "--trainer.logger.offline",
             "true",
         ]
+    if not _native_cpu_bf16():  # the card's bf16-mixed is emulated (several times slower) without these instructions
+        _log("this CPU has no native bf16 (AVX512-BF16 or AMX): training in fp32 (--trainer.precision 32-true)")
+        args += ["--trainer.precision", "32-true"]
     args += list(cfg.extra_args)
     _log("training a small UNet on CPU (quickstart protocol: amos-zoo protocol show quickstart) ...")
     result = run_experiment(
