@@ -278,3 +278,25 @@ def test_evaluate_folders_reports_missing_and_mismatch(tmp_path):
     _write(tmp_path / "pred" / "amos_0002.nii.gz", gts["amos_0002"], np.diag([0.8, 0.8, 3.0, 1.0]))
     with pytest.raises(GeometryMismatchError, match="amos_0002.nii.gz.*amos_0002.nii.gz"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", None, workers=1, progress=False)
+
+
+@pytest.mark.parametrize("k", [1, 8])
+def test_smallest_distance_within_a_radius_equals_brute_force(k):
+    """The vectorised re-check near an NSD tolerance (k nearest, then a ball query where all k lie inside) keeps the
+    smallest recomputed distance of every corner within the radius, as checking each corner would."""
+    from scipy.spatial import cKDTree
+
+    from amos_zoo.metrics.surface import _offset_distance, _smallest_within
+
+    rng = np.random.default_rng(0)
+    scale = np.array([0.7, 0.7, 2.0])
+    dst = np.unique(rng.integers(0, 12, size=(300, 3)), axis=0)
+    query = rng.integers(0, 12, size=(50, 3))
+    radius = rng.uniform(0.5, 4.0, size=50)
+    tree = cKDTree(dst * scale, balanced_tree=False)
+    got = _smallest_within(tree, dst, query, radius, scale, k=k)
+    for i in range(len(query)):
+        exact = np.sqrt((((dst - query[i]) * scale) ** 2).sum(1))
+        inside = exact <= radius[i] * (1 + 1e-9)
+        want = _offset_distance(dst[inside] - query[i], scale).min() if inside.any() else np.inf
+        assert got[i] == want

@@ -14,6 +14,7 @@ equal the reference to floating-point rounding. The speed comes from:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -161,7 +162,8 @@ def _distances_to(
         scale = np.asarray(spacing, dtype=np.float64)
         query_idx = np.argwhere(src)[todo]
         dst_idx = np.argwhere(dst)
-        _, nearest = cKDTree(dst_idx * scale).query(query_idx * scale, k=1, workers=-1)
+        tree = cKDTree(dst_idx * scale, balanced_tree=False)
+        _, nearest = tree.query(query_idx * scale, k=1, workers=_workers())
         # recompute from integer offsets in scipy's order of operations, so a distance that equals a
         # tolerance compares exactly as in the reference implementation
         found = _offset_distance(dst_idx[nearest] - query_idx, scale)
@@ -169,12 +171,39 @@ def _distances_to(
         for value in exact_near:
             near |= np.abs(found - value) <= 1e-9 * max(value, 1.0)
         if near.any():
-            tree = cKDTree(dst_idx * scale)
-            for i in np.flatnonzero(near):
-                ball = tree.query_ball_point(query_idx[i] * scale, found[i] * (1 + 1e-9) + 1e-12)
-                found[i] = _offset_distance(dst_idx[ball] - query_idx[i], scale).min()
+            found[near] = _smallest_within(tree, dst_idx, query_idx[near], found[near] * (1 + 1e-9) + 1e-12, scale)
         out[todo] = found
     return out
+
+
+def _workers() -> int:
+    """Threads for k-d tree queries: the cores this process may run on (``workers=-1`` would start one thread per
+    core of the machine, even when the process is pinned to one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return -1
+
+
+def _smallest_within(
+    tree: cKDTree, dst_idx: np.ndarray, query_idx: np.ndarray, radius: np.ndarray, scale: np.ndarray, k: int = 8
+) -> np.ndarray:
+    """For each query corner, the smallest recomputed distance (:func:`_offset_distance`) to the corners of
+    ``dst_idx`` the tree finds within its ``radius``: the ``k`` nearest in one vectorised query, and a ball query for
+    the few corners with more than ``k`` candidates inside their radius."""
+    points = query_idx * scale
+    bound = float(radius.max()) * (1 + 1e-12) + 1e-12
+    dist, nb = tree.query(points, k=k, distance_upper_bound=bound, workers=_workers())
+    dist, nb = dist.reshape(len(points), k), nb.reshape(len(points), k)  # k = 1 gives 1-D arrays
+    valid = dist <= radius[:, None]
+    safe = np.where(valid, nb, 0)
+    offsets = dst_idx[safe] - query_idx[:, None, :]
+    recomputed = _offset_distance(offsets.reshape(-1, offsets.shape[-1]), scale).reshape(safe.shape)
+    smallest = np.where(valid, recomputed, np.inf).min(1)
+    for i in np.flatnonzero(valid[:, -1]):  # all k inside the radius: there may be more
+        ball = tree.query_ball_point(points[i], radius[i])
+        smallest[i] = _offset_distance(dst_idx[ball] - query_idx[i], scale).min()
+    return smallest
 
 
 def _offset_distance(offsets: np.ndarray, scale: np.ndarray) -> np.ndarray:
