@@ -136,31 +136,7 @@ class PromptRunner:
 
     def decode(self, embedding, geometry, coords, labels, box, mask_input=None):
         """Low-resolution logits (1, 1, s, s) and predicted IoU of one prompt (coordinates in prompt space)."""
-        import torch
-
-        points = None
-        if len(coords):
-            xy = torch.as_tensor(self.pipeline.coords(np.asarray(coords), geometry), dtype=torch.float)
-            points = (xy[None].to(self.device), torch.as_tensor(labels, dtype=torch.int)[None].to(self.device))
-        boxes = None
-        if box is not None:
-            corners = self.pipeline.coords(np.asarray(box, dtype=np.float64).reshape(2, 2), geometry).reshape(1, 4)
-            boxes = torch.as_tensor(corners, dtype=torch.float, device=self.device)
-        with torch.inference_mode():  # the sources' no_grad, less bookkeeping per operation; the same numbers
-            if self._dense_pe is None:  # a function of the grid only: computed once, not per mask
-                self._dense_pe = self.model.prompt_encoder.get_dense_pe()
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res, iou = self.model.mask_decoder(
-                image_embeddings=embedding,
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=self.multimask,
-            )
-        if self.multimask:  # SAM-Med2D test.py prompt_and_decoder: the output with the highest predicted IoU
-            best = int(torch.argmax(iou[0]))
-            low_res, iou = low_res[:, best : best + 1], iou[:, best : best + 1]
-        return low_res, iou
+        return self.decode_batch(embedding, geometry, [(coords, labels, box)], mask_input)
 
     def segment(self, embedding, geometry, prompt, truth_in_prompt_space, iterations: int = 1):
         """The mask at the original size after ``iterations`` decodings (clicks from the error region between
@@ -184,11 +160,12 @@ class PromptRunner:
                 mask_input = torch.sigmoid(low_res)
         return self.pipeline.mask(low_res, geometry), clicks
 
-    def decode_batch(self, embedding, geometry, prompts: list[tuple[Any, Any, Any]]):
+    def decode_batch(self, embedding, geometry, prompts: list[tuple[Any, Any, Any]], mask_input=None):
         """Low-resolution logits (B, 1, s, s) and predicted IoUs (B, 1) of B prompts ``(coords, labels, box)`` of
         one image, in one prompt-encoder + mask-decoder call (segment-anything's decoder repeats the image's
         embedding for every prompt: ``SamPredictor.predict_torch``'s batch of prompts). The prompts must have the
-        same kind and number of points (true within a protocol); the multimask choice stays per prompt."""
+        same kind and number of points (true within a protocol); the multimask choice stays per prompt.
+        ``mask_input``: the previous low-resolution output of an iterative click (one prompt)."""
         import torch
 
         points = None
@@ -205,10 +182,10 @@ class PromptRunner:
                 for _, _, box in prompts
             ]
             boxes = torch.as_tensor(np.stack(corners), dtype=torch.float, device=self.device)
-        with torch.inference_mode():
-            if self._dense_pe is None:
+        with torch.inference_mode():  # the sources' no_grad, less bookkeeping per operation; the same numbers
+            if self._dense_pe is None:  # a function of the grid only: computed once, not per mask
                 self._dense_pe = self.model.prompt_encoder.get_dense_pe()
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
             low_res, iou = self.model.mask_decoder(
                 image_embeddings=embedding,
                 image_pe=self._dense_pe,
@@ -216,7 +193,7 @@ class PromptRunner:
                 dense_prompt_embeddings=dense,
                 multimask_output=self.multimask,
             )
-        if self.multimask:  # per prompt: the output with the highest predicted IoU (test.py prompt_and_decoder)
+        if self.multimask:  # per prompt: the highest predicted IoU (SAM-Med2D test.py prompt_and_decoder)
             best = torch.argmax(iou, dim=1)
             rows = torch.arange(len(best), device=best.device)
             low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
