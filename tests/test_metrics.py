@@ -300,3 +300,29 @@ def test_smallest_distance_within_a_radius_equals_brute_force(k):
         inside = exact <= radius[i] * (1 + 1e-9)
         want = _offset_distance(dst[inside] - query[i], scale).min() if inside.any() else np.inf
         assert got[i] == want
+
+
+@pytest.mark.parametrize("count", [8, 256])
+def test_ball_lookup_and_tree_give_the_reference_distances(count):
+    """Surface corners are settled by looking up the other surface in a ball of voxel offsets, nearest first, and the
+    ones with nothing inside the ball by a k-d tree; with a small ball (8 offsets) most corners take the tree, with
+    the default (256) most take the ball. Both give surface-distance's distances, corner for corner."""
+    from amos_zoo.metrics.surface import _ball_offsets, _distances_to, _neighbour_codes
+
+    rng = np.random.default_rng(7)
+    spacing = (0.7, 0.7, 2.0)
+    gt = ndimage.gaussian_filter(rng.random((40, 36, 14)), 2.0) > 0.5
+    pred = np.roll(gt, (3, -2, 1), axis=(0, 1, 2))
+    pred[30:, 30:, 10:] = True  # a far island: corners beyond any small ball
+    border = [((c != 0) & (c != 255)) for c in (_neighbour_codes(gt), _neighbour_codes(pred))]
+    offsets = _ball_offsets(spacing, count)
+    assert len(offsets.offsets) >= count // 2 and np.all(np.diff(offsets.distances) >= 0)
+    pad = [(r, r) for r in offsets.reach]
+    padded = [np.pad(b, pad) for b in border]
+    by_ball = _distances_to(padded[1], padded[0], spacing, (), offsets)  # pred corners -> gt surface
+    by_tree = _distances_to(border[1], border[0], spacing)
+    ref = sd_ref.compute_surface_distances(gt, pred, spacing)
+    np.testing.assert_allclose(np.sort(by_ball), np.sort(ref["distances_pred_to_gt"]), atol=ATOL)
+    np.testing.assert_allclose(by_ball, by_tree, atol=ATOL)
+    beyond = by_ball > offsets.radius
+    assert beyond.any() and (~beyond & (by_ball > 0)).any()  # both ways of finding a distance were taken

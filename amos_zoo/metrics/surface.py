@@ -7,8 +7,10 @@ equal the reference to floating-point rounding. The speed comes from:
 
 * cropping each organ to the union of its bounding boxes (computed once per volume for all labels),
 * neighbour codes from eight shifted views (bit operations, no convolution),
-* distances only for surface points not shared by both surfaces (shared ones are 0), found with a
-  k-d tree over the other surface's points instead of a distance transform of the whole crop,
+* distances only for surface points not shared by both surfaces (shared ones are 0): first by looking up the
+  other surface at each offset of a small ball of voxels, nearest first (about 256 offsets; most points are
+  settled within a few), and only for the rest with a k-d tree over the other surface's points, instead of a
+  distance transform of the whole crop,
 * a vectorised weighted percentile instead of sorting Python tuples.
 """
 
@@ -135,37 +137,87 @@ def _surface_distances_cropped(gt, pred, spacing, presorted=True, exact_near=())
     border_g = (code_g != 0) & (code_g != full)
     border_p = (code_p != 0) & (code_p != full)
     area_g, area_p = table[code_g[border_g]], table[code_p[border_p]]
-    dist_g = _distances_to(border_g, border_p, spacing, exact_near)
-    dist_p = _distances_to(border_p, border_g, spacing, exact_near)
+    offsets = _ball_offsets(tuple(float(s) for s in spacing))
+    pad = [(r, r) for r in offsets.reach]
+    border_g, border_p = np.pad(border_g, pad), np.pad(border_p, pad)  # a neighbour lookup never leaves the array
+    dist_g = _distances_to(border_g, border_p, spacing, exact_near, offsets)
+    dist_p = _distances_to(border_p, border_g, spacing, exact_near, offsets)
     if presorted:
         dist_g, area_g = _sorted(dist_g, area_g)
         dist_p, area_p = _sorted(dist_p, area_p)
     return SurfaceDistances(dist_g, dist_p, area_g, area_p)
 
 
+@dataclass(frozen=True)
+class _BallOffsets:
+    """Every non-zero integer voxel offset within ``radius`` mm, nearest first (ties in C order)."""
+
+    offsets: np.ndarray  # (n, ndim) int64
+    distances: np.ndarray  # (n,) mm, :func:`_offset_distance` of each offset
+    radius: float
+    reach: tuple[int, ...]  # the largest offset per axis (the padding a lookup needs)
+
+
+@lru_cache(maxsize=64)
+def _ball_offsets(spacing: tuple[float, ...], count: int = 256) -> _BallOffsets:
+    """The ball of voxel offsets holding about ``count`` voxels at this spacing (all of them within its radius)."""
+    scale = np.asarray(spacing, dtype=np.float64)
+    volume = float(np.prod(scale))
+    ball = 4.0 / 3.0 * np.pi if len(spacing) == 3 else np.pi
+    radius = float((count * volume / ball) ** (1.0 / len(spacing)))
+    radius = max(radius, float(scale.max()))  # at least the nearest neighbour along every axis
+    reach = tuple(int(np.floor(radius / s)) for s in scale)
+    axes = [np.arange(-r, r + 1) for r in reach]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(spacing))
+    dist = _offset_distance(grid, scale)
+    keep = (dist <= radius) & (dist > 0)
+    order = np.argsort(dist[keep], kind="stable")
+    return _BallOffsets(grid[keep][order], dist[keep][order], radius, reach)
+
+
 def _distances_to(
-    src: np.ndarray, dst: np.ndarray, spacing: tuple[float, ...], exact_near: tuple[float, ...] = ()
+    src: np.ndarray,
+    dst: np.ndarray,
+    spacing: tuple[float, ...],
+    exact_near: tuple[float, ...] = (),
+    offsets: _BallOffsets | None = None,
 ) -> np.ndarray:
     """For each True corner of ``src`` (C order), the distance in mm to the nearest True corner of ``dst``.
 
-    The k-d tree finds a nearest corner; two corners at the same distance in exact arithmetic can differ in the
-    last bit once scaled (a spacing of 1.9999999999999991 mm against 2.0 mm). Where a distance lies within rounding
-    of a value in ``exact_near`` (an NSD tolerance, where the last bit decides ``<=``), every corner at that distance
-    is tried and the smallest recomputed distance kept, as the reference's exact distance transform keeps it.
+    Distances are :func:`_offset_distance` of integer voxel offsets, scipy's order of operations, so a distance
+    equal to a tolerance compares exactly as in the reference implementation. Corners on both surfaces are at 0;
+    the others look for ``dst`` at every offset of a small ball (``offsets``; the arrays padded by its reach),
+    nearest first: the first hit is the smallest distance there is. Only corners with nothing inside the ball go to
+    a k-d tree over ``dst``. The tree returns one nearest corner; two corners at the same distance in exact
+    arithmetic can differ in the last bit once scaled (a spacing of 1.9999999999999991 mm against 2.0 mm), so where
+    such a distance lies within rounding of a value in ``exact_near`` (an NSD tolerance, where the last bit decides
+    ``<=``), every corner at that distance is tried and the smallest kept, as the reference's exact distance
+    transform keeps it.
     """
     n_src = int(np.count_nonzero(src))
     if not dst.any():
         return np.full(n_src, np.inf)
     out = np.zeros(n_src)
-    todo = ~dst[src]  # corners on both surfaces are at distance 0
-    if todo.any():
+    flat_src = np.flatnonzero(src)
+    flat_dst = dst.ravel()
+    todo = np.flatnonzero(~flat_dst[flat_src])  # corners on both surfaces are at distance 0
+    if offsets is not None and len(todo):
+        strides = np.asarray(dst.strides, dtype=np.int64) // dst.itemsize  # both arrays padded by offsets.reach
+        position = flat_src[todo]
+        for step, dist in zip(offsets.offsets @ strides, offsets.distances):
+            hit = flat_dst[position + step]
+            if hit.any():
+                out[todo[hit]] = dist
+                miss = ~hit
+                todo, position = todo[miss], position[miss]
+                if not len(todo):
+                    break
+    if len(todo):
         scale = np.asarray(spacing, dtype=np.float64)
         query_idx = np.argwhere(src)[todo]
         dst_idx = np.argwhere(dst)
         tree = cKDTree(dst_idx * scale, balanced_tree=False)
         _, nearest = tree.query(query_idx * scale, k=1, workers=_workers())
-        # recompute from integer offsets in scipy's order of operations, so a distance that equals a
-        # tolerance compares exactly as in the reference implementation
         found = _offset_distance(dst_idx[nearest] - query_idx, scale)
         near = np.zeros(len(found), dtype=bool)
         for value in exact_near:
