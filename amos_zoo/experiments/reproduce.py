@@ -37,7 +37,9 @@ SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
         "arch_kwargs": {"feature_size": 8, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "proj_type": "perceptron"},
         "patch": [32, 32, 32],
     },
-    "swin_unetr": {"arch_kwargs": {"feature_size": 12}, "patch": [64, 64, 32]},
+    # 64 x 32 x 32: the smallest patch Swin-UNETR trains on (sides divisible by 32, a bottleneck of 2 voxels for its
+    # instance norm); depths kept at 2, so every stage has its shifted-window block
+    "swin_unetr": {"arch_kwargs": {"feature_size": 12}, "patch": [64, 32, 32]},
     "vnet": {"arch_kwargs": {}, "patch": [32, 32, 32]},
     "dynunet": {
         "arch_kwargs": {
