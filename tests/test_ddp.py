@@ -100,7 +100,9 @@ def test_validation_with_more_processes_than_cases_finishes(synth_root, tmp_path
 @pytest.mark.slow
 def test_reproduce_folds_under_ddp_run_every_fold_on_every_rank(tmp_path):
     """Two folds under two gloo processes, with max_steps below the first validation and no checkpoint callback (the
-    fallback save after fitting is a collective on both processes); one cross-validation row at the end."""
+    fallback save after fitting is a collective on both processes); one cross-validation row at the end. Lightning
+    relaunches the command per rank: the fit is distributed, while prediction, evaluation and rows come from rank 0
+    only (one row per fold and one for the run, printed once)."""
     fit_args = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.val_check_interval", "1000"]
     fit_args += ["--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"]
     out = _amos_zoo(
@@ -133,3 +135,7 @@ def test_reproduce_folds_under_ddp_run_every_fold_on_every_rank(tmp_path):
         assert saved["global_step"] == 4
     # every labelled amos-ct case of the synthetic set (3 training + 2 validation CT) validated once over the folds
     assert row["metrics"]["cases"] == 5
+    assert sum(len(list((root / f"fold_{k}" / "predictions").glob("*.nii.gz"))) for k in (0, 1)) == 5
+    rows = sorted(p.relative_to(root).as_posix() for p in root.rglob("row.json"))
+    assert rows == ["fold_0/row.json", "fold_1/row.json", "row.json"]
+    assert out.count("row written under") == 1  # rank 1 neither predicted nor wrote

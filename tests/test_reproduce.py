@@ -86,28 +86,6 @@ def test_table_compares_only_same_protocol_and_split(tmp_path):
         load_published(bad)
 
 
-@pytest.mark.slow
-def test_reproduce_under_ddp_writes_one_row_from_rank_zero(tmp_path):
-    """`reproduce` with 2 DDP processes (Lightning relaunches the command per rank): the fit is distributed, the
-    prediction, evaluation and row come from rank 0 only: one row, one prediction per validation case."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    amos_zoo = str(Path(sys.executable).parent / "amos-zoo")
-    args = ["reproduce", "--task", "amos-ct", "--model", "unet", "--smoke", "--out", str(tmp_path / "runs")]
-    args += ["--fit_args", json.dumps(["--trainer.devices", "2", "--trainer.strategy", "ddp"])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([amos_zoo, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = list((tmp_path / "runs").rglob("row.json"))
-    assert len(rows) == 1 and json.loads(rows[0].read_text())["devices"] == 2
-    assert len(list(rows[0].parent.glob("predictions/*.nii.gz"))) == 2  # the 2 synthetic validation CT cases
-    assert done.stdout.count("row written under") == 1  # rank 1 neither predicted nor wrote
-
-
 def test_a_finished_run_is_reused_only_when_scored_as_asked():
     """A rerun of `reproduce` reuses a finished fold only when it was scored as the command asks: the checkpoint
     requested (not the one used: 'best' falls back to the final one when validation never saved one), the
