@@ -326,3 +326,18 @@ def test_ball_lookup_and_tree_give_the_reference_distances(count):
     np.testing.assert_allclose(by_ball, by_tree, atol=ATOL)
     beyond = by_ball > offsets.radius
     assert beyond.any() and (~beyond & (by_ball > 0)).any()  # both ways of finding a distance were taken
+
+
+def test_shipped_normals_table_is_monais_and_gives_deepminds_areas():
+    """The surface-normal table shipped with amos-zoo (so that evaluating imports neither MONAI nor torch) is MONAI's,
+    and the areas per neighbour code equal DeepMind's surface-distance table at several spacings."""
+    import surface_distance.lookup_tables as lookup
+    from monai.metrics.utils import _get_neighbour_code_to_normals_table
+
+    from amos_zoo.metrics.surface import _NORMALS_X8, surface_area_table
+
+    shipped = np.load(_NORMALS_X8, allow_pickle=False).astype(np.float64) / 8.0
+    np.testing.assert_array_equal(shipped, _get_neighbour_code_to_normals_table().double().numpy())
+    for spacing in [(1.0, 1.0, 1.0), (0.7, 0.7, 2.0), (0.3, 4.0, 1.7)]:
+        reference = lookup.create_table_neighbour_code_to_surface_area(spacing)
+        np.testing.assert_allclose(surface_area_table(spacing), reference, rtol=1e-12, atol=0)

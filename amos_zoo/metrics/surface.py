@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -29,16 +30,21 @@ _KERNEL_3D = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]], dtype=np.uint8)
 _KERNEL_2D = np.array([[8, 4], [2, 1]], dtype=np.uint8)
 
 
+#: MONAI's table of surface normals per 2x2x2 neighbour code (``monai.metrics.utils``'s
+#: ``_get_neighbour_code_to_normals_table``), times 8 as int8: shipped, so evaluating imports neither MONAI nor torch
+#: (tests/test_metrics.py checks it against MONAI's table and the areas against DeepMind's surface-distance)
+_NORMALS_X8 = Path(__file__).resolve().parents[1] / "resources" / "neighbour_code_to_normals_x8.npy"
+
+
 @lru_cache(maxsize=64)
 def surface_area_table(spacing: tuple[float, ...]) -> np.ndarray:
     """Neighbour code -> surface element area (3D, 256 codes) or contour length (2D, 16 codes), float64.
 
-    Uses MONAI's table of surface normals per code (the same table as DeepMind's surface-distance).
+    3D: MONAI's table of surface normals per code (the areas equal DeepMind's surface-distance), scaled by the
+    spacing. 2D: MONAI's contour-length table.
     """
     if len(spacing) == 3:
-        from monai.metrics.utils import _get_neighbour_code_to_normals_table
-
-        normals = _get_neighbour_code_to_normals_table().double().cpu().numpy()  # (256, 4, 3)
+        normals = np.load(_NORMALS_X8, allow_pickle=False).astype(np.float64) / 8.0  # (256, 4, 3)
         s = np.array([spacing[1] * spacing[2], spacing[0] * spacing[2], spacing[0] * spacing[1]], dtype=np.float64)
         return np.linalg.norm(normals * s, axis=-1).sum(-1)
     if len(spacing) == 2:
