@@ -118,3 +118,17 @@ def test_a_model_card_loads_without_torch_monai_or_the_registries():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_evaluating_imports_neither_torch_nor_monai():
+    """`amos-zoo evaluate` and the metric suite score label files without torch or MONAI (surface.py ships MONAI's
+    normal table), so evaluation starts in about a second."""
+    code = (
+        "import sys, numpy as np; from amos_zoo.metrics.case import evaluate_case; "
+        "from amos_zoo.metrics.evaluate import evaluate_folders; "
+        "gt = np.zeros((12, 12, 8), np.uint8); gt[3:8, 3:8, 2:6] = 1; pred = np.roll(gt, 1, 0); "
+        "res = evaluate_case(gt, pred, (0.8, 0.8, 2.0), [1], tolerance=0.5); assert 0 < res[1]['nsd'] < 1, res; "
+        "loaded = [m for m in ('torch', 'monai') if m in sys.modules]; assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
