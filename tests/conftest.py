@@ -24,6 +24,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+    # What the notebooks' kernels, the GPU run's scripts and other child processes put in the temporary folder
+    # (tempfile.mkdtemp, mktemp) goes to one folder per worker, removed when the worker ends (pytest_unconfigure):
+    # a suite run leaves nothing in /tmp but pytest's own rotated tmp_path folders.
+    import tempfile
+
+    SCRATCH = Path(tempfile.mkdtemp(prefix=f"amos-zoo-tests-{os.environ['PYTEST_XDIST_WORKER']}-"))
+    os.environ["TMPDIR"] = str(SCRATCH)
+    tempfile.tempdir = None  # recomputed from TMPDIR
+
+
+def pytest_unconfigure(config):
+    scratch = globals().get("SCRATCH")
+    if scratch is not None:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -204,6 +221,8 @@ def _master_port_of_this_worker(monkeypatch):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
     monkeypatch.setenv("MASTER_PORT", str(_free_port_in(21000 + 4000 * index, 4000)))
+
+
 # --- the package as a user installs it ------------------------------------------------------------------------------
 
 
