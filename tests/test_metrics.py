@@ -280,26 +280,41 @@ def test_evaluate_folders_reports_missing_and_mismatch(tmp_path):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", None, workers=1, progress=False)
 
 
-@pytest.mark.parametrize("k", [1, 8])
-def test_smallest_distance_within_a_radius_equals_brute_force(k):
-    """The vectorised re-check near an NSD tolerance (k nearest, then a ball query where all k lie inside) keeps the
-    smallest recomputed distance of every corner within the radius, as checking each corner would."""
-    from scipy.spatial import cKDTree
+def test_tied_offsets_on_both_sides_of_the_tolerance_count_as_the_reference_counts_them():
+    """Found in review: at 0.3 mm a gt corner has prediction corners at offsets (0, 0, 3) (0.8999999999999999 mm) and
+    (2, -1, 2) (0.9 mm), equal in exact arithmetic; scipy's distance transform keeps the latter, so at a tolerance of
+    0.8999999999999999 mm the reference does not count that corner. Where tied offsets fall on both sides of a
+    tolerance, the corners at it take the reference's own distance transform; elsewhere the tie cannot matter."""
+    from amos_zoo.metrics.surface import _tolerance_straddled
 
-    from amos_zoo.metrics.surface import _offset_distance, _smallest_within
+    spacing, tol = (0.3, 0.3, 0.3), float(np.sqrt((3 * 0.3) ** 2))
+    gt = np.zeros((3, 5, 6), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[0, 2, 1] = 1
+    pred[0, 1, 5] = pred[2, 0, 4] = pred[2, 4, 0] = 1
+    ours = evaluate_case(gt, pred, spacing, [1], tolerance=tol, metrics=("nsd",))[1]["nsd"]
+    assert ours == pytest.approx(_reference(gt == 1, pred == 1, spacing, tol)["nsd"], abs=ATOL)
+    assert _tolerance_straddled(spacing, tol) and _tolerance_straddled((1.9999999999999991, 1.0, 2.0), 2.0 - 4e-16)
+    assert not _tolerance_straddled((0.7, 0.7, 2.0), 2.0) and not _tolerance_straddled((1.0, 1.0, 1.0), 2.0)
 
-    rng = np.random.default_rng(0)
-    scale = np.array([0.7, 0.7, 2.0])
-    dst = np.unique(rng.integers(0, 12, size=(300, 3)), axis=0)
-    query = rng.integers(0, 12, size=(50, 3))
-    radius = rng.uniform(0.5, 4.0, size=50)
-    tree = cKDTree(dst * scale, balanced_tree=False)
-    got = _smallest_within(tree, dst, query, radius, scale, k=k)
-    for i in range(len(query)):
-        exact = np.sqrt((((dst - query[i]) * scale) ** 2).sum(1))
-        inside = exact <= radius[i] * (1 + 1e-9)
-        want = _offset_distance(dst[inside] - query[i], scale).min() if inside.any() else np.inf
-        assert got[i] == want
+
+@pytest.mark.parametrize("spacing", [(0.1, 0.1, 0.1), (0.3, 0.3, 0.3), (0.3, 0.3, 0.6), (0.6, 0.8, 1.0), (0.3, 0.6)])
+def test_nsd_at_tie_prone_spacings_equals_the_reference(spacing):
+    """Spacings where many offsets tie (multiples of one step), tolerances drawn from the distances that occur: NSD
+    equals surface-distance's on every drawn case."""
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        shape = tuple(int(n) for n in rng.integers(3, 14, len(spacing)))
+        gt = rng.random(shape) < rng.uniform(0.02, 0.3)
+        pred = rng.random(shape) < rng.uniform(0.02, 0.3)
+        if not (gt.any() and pred.any()):
+            continue
+        ref = sd_ref.compute_surface_distances(gt, pred, spacing)
+        values = np.unique(np.concatenate([ref["distances_gt_to_pred"], ref["distances_pred_to_gt"]]))
+        for tol in rng.choice(values, size=min(4, len(values)), replace=False):
+            ours = evaluate_case(gt.astype(np.uint8), pred.astype(np.uint8), spacing, [1], tolerance=float(tol))
+            want = sd_ref.compute_surface_dice_at_tolerance(ref, float(tol))
+            assert ours[1]["nsd"] == pytest.approx(want, abs=ATOL), (shape, float(tol))
 
 
 @pytest.mark.parametrize("count", [8, 256])

@@ -190,15 +190,17 @@ def _distances_to(
 ) -> np.ndarray:
     """For each True corner of ``src`` (C order), the distance in mm to the nearest True corner of ``dst``.
 
-    Distances are :func:`_offset_distance` of integer voxel offsets, scipy's order of operations, so a distance
-    equal to a tolerance compares exactly as in the reference implementation. Corners on both surfaces are at 0;
-    the others look for ``dst`` at every offset of a small ball (``offsets``; the arrays padded by its reach),
-    nearest first: the first hit is the smallest distance there is. Only corners with nothing inside the ball go to
-    a k-d tree over ``dst``. The tree returns one nearest corner; two corners at the same distance in exact
-    arithmetic can differ in the last bit once scaled (a spacing of 1.9999999999999991 mm against 2.0 mm), so where
-    such a distance lies within rounding of a value in ``exact_near`` (an NSD tolerance, where the last bit decides
-    ``<=``), every corner at that distance is tried and the smallest kept, as the reference's exact distance
-    transform keeps it.
+    Distances are :func:`_offset_distance` of integer voxel offsets, scipy's order of operations. Corners on both
+    surfaces are at 0; the others look for ``dst`` at every offset of a small ball (``offsets``; the arrays padded by
+    its reach), nearest first: the first hit is the smallest distance there is. Only corners with nothing inside the
+    ball go to a k-d tree over ``dst``.
+
+    Two offsets at the same distance in exact arithmetic can differ in the last bit once scaled (a spacing of
+    1.9999999999999991 mm against 2.0 mm, or 0.3 mm: 3 x 0.3 against 2 x 0.3 and 2 x 0.3 and 1 x 0.3), and the
+    reference's exact distance transform keeps one of them by its own order of operations, not always the smaller.
+    Where that decides ``<=`` against a value of ``exact_near`` (an NSD tolerance: such tied offsets fall on both
+    sides of it, :func:`_tolerance_straddled`), the corners whose distance lies within rounding of it take scipy's
+    ``distance_transform_edt`` value, as the reference computes it.
     """
     n_src = int(np.count_nonzero(src))
     if not dst.any():
@@ -224,14 +226,37 @@ def _distances_to(
         dst_idx = np.argwhere(dst)
         tree = cKDTree(dst_idx * scale, balanced_tree=False)
         _, nearest = tree.query(query_idx * scale, k=1, workers=_workers())
-        found = _offset_distance(dst_idx[nearest] - query_idx, scale)
-        near = np.zeros(len(found), dtype=bool)
-        for value in exact_near:
-            near |= np.abs(found - value) <= 1e-9 * max(value, 1.0)
-        if near.any():
-            found[near] = _smallest_within(tree, dst_idx, query_idx[near], found[near] * (1 + 1e-9) + 1e-12, scale)
-        out[todo] = found
+        out[todo] = _offset_distance(dst_idx[nearest] - query_idx, scale)
+    near = np.zeros(n_src, dtype=bool)
+    for value in exact_near:
+        if _tolerance_straddled(tuple(float(x) for x in spacing), float(value)):
+            near |= np.abs(out - value) <= _rounding(value)
+    if near.any():
+        from scipy.ndimage import distance_transform_edt
+
+        reference = distance_transform_edt(~dst, sampling=spacing)
+        out[near] = reference.ravel()[flat_src[near]]
     return out
+
+
+def _rounding(value: float) -> float:
+    """How far a recomputed distance may lie from ``value`` and still equal it in exact arithmetic."""
+    return 1e-9 * max(abs(value), 1.0)
+
+
+@lru_cache(maxsize=256)
+def _tolerance_straddled(spacing: tuple[float, ...], value: float) -> bool:
+    """Whether the voxel offsets whose distance equals ``value`` up to rounding compute (:func:`_offset_distance`) on
+    both sides of it, so that which of them a nearest-corner search keeps decides ``<= value``."""
+    scale = np.asarray(spacing, dtype=np.float64)
+    reach = [int(np.floor((value + _rounding(value)) / s)) for s in scale]
+    if sum(r > 0 for r in reach) < 2:  # along one axis only: one distance per offset length, no ties
+        return False
+    axes = [np.arange(0, r + 1) for r in reach]  # distances are symmetric: the non-negative octant suffices
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(spacing))
+    dist = _offset_distance(grid, scale)
+    tied = dist[np.abs(dist - value) <= _rounding(value)]
+    return bool(len(tied)) and bool((tied <= value).any()) and bool((tied > value).any())
 
 
 def _workers() -> int:
@@ -241,27 +266,6 @@ def _workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return -1
-
-
-def _smallest_within(
-    tree: cKDTree, dst_idx: np.ndarray, query_idx: np.ndarray, radius: np.ndarray, scale: np.ndarray, k: int = 8
-) -> np.ndarray:
-    """For each query corner, the smallest recomputed distance (:func:`_offset_distance`) to the corners of
-    ``dst_idx`` the tree finds within its ``radius``: the ``k`` nearest in one vectorised query, and a ball query for
-    the few corners with more than ``k`` candidates inside their radius."""
-    points = query_idx * scale
-    bound = float(radius.max()) * (1 + 1e-12) + 1e-12
-    dist, nb = tree.query(points, k=k, distance_upper_bound=bound, workers=_workers())
-    dist, nb = dist.reshape(len(points), k), nb.reshape(len(points), k)  # k = 1 gives 1-D arrays
-    valid = dist <= radius[:, None]
-    safe = np.where(valid, nb, 0)
-    offsets = dst_idx[safe] - query_idx[:, None, :]
-    recomputed = _offset_distance(offsets.reshape(-1, offsets.shape[-1]), scale).reshape(safe.shape)
-    smallest = np.where(valid, recomputed, np.inf).min(1)
-    for i in np.flatnonzero(valid[:, -1]):  # all k inside the radius: there may be more
-        ball = tree.query_ball_point(points[i], radius[i])
-        smallest[i] = _offset_distance(dst_idx[ball] - query_idx[i], scale).min()
-    return smallest
 
 
 def _offset_distance(offsets: np.ndarray, scale: np.ndarray) -> np.ndarray:
