@@ -356,3 +356,19 @@ def test_shipped_normals_table_is_monais_and_gives_deepminds_areas():
     for spacing in [(1.0, 1.0, 1.0), (0.7, 0.7, 2.0), (0.3, 4.0, 1.7)]:
         reference = lookup.create_table_neighbour_code_to_surface_area(spacing)
         np.testing.assert_allclose(surface_area_table(spacing), reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("spacing", [(10.0, 0.1, 0.1), (0.15, 0.15, 5.0)])
+def test_very_anisotropic_spacings_equal_the_reference(spacing):
+    """The offset ball is capped (1024 offsets, a complete ball of a smaller radius) where the spacing is very
+    anisotropic; distances still equal surface-distance's."""
+    from amos_zoo.metrics.surface import _ball_offsets
+
+    assert len(_ball_offsets(spacing).offsets) == 1024
+    rng = np.random.default_rng(5)
+    gt = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2.0) > 0.5
+    pred = np.roll(gt, (1, 4, -3), axis=(0, 1, 2))
+    ours = surface_distances(gt, pred, spacing)
+    ref = sd_ref.compute_surface_distances(gt, pred, spacing)
+    np.testing.assert_allclose(ours.distances_gt_to_pred, np.sort(ref["distances_gt_to_pred"]), atol=ATOL)
+    np.testing.assert_allclose(ours.distances_pred_to_gt, np.sort(ref["distances_pred_to_gt"]), atol=ATOL)

@@ -178,7 +178,12 @@ def _ball_offsets(spacing: tuple[float, ...], count: int = 256) -> _BallOffsets:
     dist = _offset_distance(grid, scale)
     keep = (dist <= radius) & (dist > 0)
     order = np.argsort(dist[keep], kind="stable")
-    return _BallOffsets(grid[keep][order], dist[keep][order], radius, reach)
+    grid, dist = grid[keep][order], dist[keep][order]
+    if len(dist) > 4 * count:  # very anisotropic spacings (10 x 0.1 x 0.1 mm): the ball of the nearest 4 x count
+        radius = float(dist[4 * count - 1])
+        grid, dist = grid[dist <= radius], dist[dist <= radius]  # a prefix: every offset within the new radius
+        reach = tuple(int(r) for r in np.abs(grid).max(0))
+    return _BallOffsets(grid, dist, radius, reach)
 
 
 def _distances_to(
