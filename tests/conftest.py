@@ -14,6 +14,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+#: this xdist worker's folder for its child processes' temporary files (below); None outside xdist
+SCRATCH: Path | None = None
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one xdist worker per core: one compute thread each (torch's and OpenMP's), inherited by
     # the notebook kernels and DDP processes they start. Two workers x N threads on N cores oversubscribe the
@@ -35,11 +38,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_unconfigure(config):
-    scratch = globals().get("SCRATCH")
-    if scratch is not None:
+    if SCRATCH is not None:
         import shutil
 
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

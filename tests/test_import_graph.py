@@ -109,6 +109,12 @@ def test_records_sit_at_the_bottom():
     assert graph["amos_zoo.card"] == {"amos_zoo.data.recipes"}
 
 
+def _runs_in_a_fresh_interpreter(code: str) -> None:
+    """``code`` (which asserts what it imported) exits 0 in a new Python process: nothing imported before it."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_a_model_card_loads_without_torch_monai_or_the_registries():
     code = (
         "import sys; from amos_zoo.card import ModelCard; from amos_zoo.data.recipes import get_recipe; "
@@ -116,8 +122,7 @@ def test_a_model_card_loads_without_torch_monai_or_the_registries():
         "loaded = [m for m in ('torch', 'monai', 'amos_zoo.models.registry', 'amos_zoo.data.transforms') "
         "if m in sys.modules]; assert not loaded, loaded"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _runs_in_a_fresh_interpreter(code)
 
 
 def test_evaluating_imports_neither_torch_nor_monai():
@@ -130,5 +135,4 @@ def test_evaluating_imports_neither_torch_nor_monai():
         "res = evaluate_case(gt, pred, (0.8, 0.8, 2.0), [1], tolerance=0.5); assert 0 < res[1]['nsd'] < 1, res; "
         "loaded = [m for m in ('torch', 'monai') if m in sys.modules]; assert not loaded, loaded"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _runs_in_a_fresh_interpreter(code)
