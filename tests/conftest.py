@@ -33,6 +33,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import tempfile
 
     SCRATCH = Path(tempfile.mkdtemp(prefix=f"amos-zoo-tests-{os.environ['PYTEST_XDIST_WORKER']}-"))
+    os.environ["AMOS_ZOO_TESTS_SYSTEM_TMPDIR"] = tempfile.gettempdir()  # tests/forked.py's fork server outlives us
     os.environ["TMPDIR"] = str(SCRATCH)
     tempfile.tempdir = None  # recomputed from TMPDIR
 

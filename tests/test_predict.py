@@ -195,8 +195,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_a_killed_folder_run_redoes_exactly_the_unfinished_cases(checkpoint, synth_root, tmp_path, capsys):
-    import subprocess
-    import sys
+    from forked import run_script
 
     inputs = tmp_path / "in"
     shutil.copytree(synth_root / "imagesVa", inputs)  # amos_0004, amos_0005, amos_0501 (sorted)
@@ -204,8 +203,8 @@ def test_a_killed_folder_run_redoes_exactly_the_unfinished_cases(checkpoint, syn
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
     args = ["predict", "--weights", str(checkpoint), "--input", str(inputs), "--out", str(out)]
-    killed = subprocess.run([sys.executable, str(script), "amos_0005", *args], capture_output=True, text=True)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    killed = run_script(script, ["amos_0005", *args])  # a process of its own (tests/forked.py)
+    assert killed.returncode == -9, killed.stdout[-2000:]
     assert (out / "amos_0004.nii.gz").is_file() and (out / "amos_0004.json").is_file()
     assert not (out / "amos_0005.nii.gz").exists() and not (out / "amos_0501.nii.gz").exists()
 

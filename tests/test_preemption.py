@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from forked import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -70,17 +71,16 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(script, synth_root, tmp_path, steps, workers, kill_at, kill_in, ckpt=None, sig="SIGTERM"):
-    args = [sys.executable, str(script), str(synth_root), str(tmp_path)]
-    args += [str(steps), str(workers), str(kill_at), kill_in]
-    done = subprocess.run(
+    """The script in a process of its own (tests/forked.py: forked from a server that has done the imports)."""
+    args = [str(synth_root), str(tmp_path), str(steps), str(workers), str(kill_at), kill_in]
+    done = run_script(
+        script,
         [*args, *([str(ckpt)] if ckpt else [])],
-        capture_output=True,
-        text=True,
         timeout=300,
-        start_new_session=True,  # its own process group, so the group signal reaches only this run
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PREEMPT_SIGNAL": sig},
+        new_session=True,  # its own process group, so the group signal reaches only this run
+        env={**os.environ, "PREEMPT_SIGNAL": sig},
     )
-    return done.returncode, done.stdout + done.stderr
+    return done.returncode, done.stdout
 
 
 @pytest.mark.parametrize(("workers", "sig"), [(0, "SIGTERM"), (2, "SIGINT")])
@@ -162,14 +162,8 @@ def test_reproduce_preempted_in_the_second_fold_resumes_it_and_skips_the_first(t
     def reproduce(out, **env):
         args = ["reproduce", "--smoke", "--task", "amos-ct", "--model", "unet", "--protocol", "quickstart"]
         args += ["--folds", "[0,1]", "--out", str(out), "--fit_args", '["--trainer.deterministic", "true"]']
-        done = subprocess.run(
-            [sys.executable, str(script), *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        )
-        return done.returncode, done.stdout + done.stderr
+        done = run_script(script, args, env={**os.environ, **env})  # tests/forked.py
+        return done.returncode, done.stdout
 
     code, output = reproduce(tmp_path / "straight")
     assert code == 0, output[-3000:]

@@ -5,11 +5,10 @@ which the resumed run recomputes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import torch
+from forked import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -48,27 +47,24 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(script, root, out, steps, kill_at, resume):
-    return subprocess.run(
-        [sys.executable, str(script), str(root), str(out), str(steps), str(kill_at), resume],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """The script in a process of its own (tests/forked.py: forked from a server that has done the imports); its
+    stdout and stderr together in ``stdout``."""
+    return run_script(script, [str(root), str(out), str(steps), str(kill_at), resume])
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(synth_root, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     straight = _run(script, synth_root, tmp_path / "a", 10, -1, "fresh")
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert straight.returncode == 0, straight.stdout[-3000:]
 
     killed = _run(script, synth_root, tmp_path / "b", 10, 7, "fresh")
     assert killed.returncode == -9  # SIGKILL, mid-epoch (6 batches per epoch: the second epoch's second step)
     assert not (tmp_path / "b" / "final.pt").exists()
     resumed = _run(script, synth_root, tmp_path / "b", 10, -1, "resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "DONE 10" in resumed.stdout
-    assert "not resumable" not in resumed.stderr
+    assert "not resumable" not in resumed.stdout
 
     steps = lambda out: [line.split()[1:] for line in out.splitlines() if line.startswith("STEP")]  # noqa: E731
     reference = {s[1]: s for s in steps(straight.stdout)}

@@ -1,0 +1,118 @@
+"""Run a test's Python script in a process of its own without paying the imports again: a multiprocessing fork
+server (one per xdist worker, started on first use) imports torch, Lightning, MONAI and amos-zoo's training modules
+once, and forks a process per script. The script runs as ``__main__`` with its own argv, environment, exit status,
+signals and process group, its stdout and stderr captured, as under ``subprocess.run``; what it cannot see is
+that its imports were already done (tests of import-time behaviour, the README's commands and DDP launches, which
+re-execute ``sys.argv``, keep real subprocesses).
+
+Starting torch + Lightning + MONAI costs about 4.5 s of CPU per process on the suite's machines; the scripts that
+only need a process of their own (signals, SIGKILL, pre-emption) take it once per worker here instead of once each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: what the fork server imports once (the scripts' own imports are then found in sys.modules)
+PRELOAD = [
+    "torch",
+    "pytorch_lightning",
+    "monai",
+    "amos_zoo.data.datamodule",
+    "amos_zoo.train.module",
+    "amos_zoo.train.callbacks",
+    "amos_zoo.cli.main",
+    "amos_zoo.cli.commands",
+    "amos_zoo.experiments.reproduce",
+    "amos_zoo.infer.pipeline",
+    "forked",  # this module: the child's entry point (tests/ is on the server's sys.path, as on the worker's)
+]
+
+_CONTEXT: multiprocessing.context.ForkServerContext | None = None
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    """The fork server's context, the server started on first use. Its own temporary folder (multiprocessing's
+    ``pymp-*``, removed as it exits, after the xdist worker has gone) is made in the system's temporary folder, not
+    in the worker's scratch folder that tests/conftest.py removes before either has exited."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        from multiprocessing import forkserver
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        scratch, cached = os.environ.get("TMPDIR"), tempfile.tempdir
+        os.environ["TMPDIR"] = tempfile.tempdir = os.environ.get("AMOS_ZOO_TESTS_SYSTEM_TMPDIR", tempfile.gettempdir())
+        try:
+            forkserver.ensure_running()  # also makes this process's own pymp-* folder (its socket's), there
+        finally:
+            tempfile.tempdir = cached
+            if scratch is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = scratch
+        _CONTEXT = context
+    return _CONTEXT
+
+
+def run_script(
+    script: str | Path,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    new_session: bool = False,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """``subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env,
+    start_new_session=new_session, timeout=timeout)``, in a process forked from the fork server: the returned
+    ``returncode`` is the script's exit status (negative: the signal that ended it) and ``stdout`` holds its stdout
+    and stderr in the order written (``stderr`` is empty)."""
+    env = dict(os.environ if env is None else env)
+    with tempfile.TemporaryDirectory(prefix="forked-") as scratch:
+        output = Path(scratch) / "output.txt"
+        process = _context().Process(target=run_as_main, args=(str(script), list(args), env, str(output), new_session))
+        process.start()
+        process.join(timeout)
+        if process.is_alive():  # as subprocess.run does on a timeout: kill it (its group, when it has its own)
+            if new_session:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired([sys.executable, str(script), *args], timeout, output.read_text())
+        text = output.read_text(errors="replace") if output.is_file() else ""
+    return subprocess.CompletedProcess([sys.executable, str(script), *args], process.exitcode, text, "")
+
+
+def run_as_main(script: str, args: list[str], env: dict[str, str], output: str, new_session: bool) -> None:
+    """The forked process: its own session (when asked), environment and argv, stdout and stderr to ``output``,
+    the script run as ``__main__``; exit handlers run as at a normal interpreter exit."""
+    import atexit
+    import io
+    import runpy
+
+    if new_session:
+        os.setsid()
+    os.environ.clear()
+    os.environ.update(env)
+    tempfile.tempdir = None  # from TMPDIR again, as in a new interpreter
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, write_through=True)
+    sys.argv = [script, *args]
+    # a fresh interpreter's default start method (multiprocessing made this process with the fork server's and set
+    # it as the default: the script's own pools would then start a fork server that runs the script again)
+    multiprocessing.set_start_method(None, force=True)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        atexit._run_exitfuncs()  # multiprocessing ends its processes with os._exit, which skips them
+        sys.stdout.flush()
+        sys.stderr.flush()
