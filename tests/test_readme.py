@@ -1,11 +1,12 @@
-"""What README.md shows runs as a user types it: every `amos-zoo` line of its bash blocks, in order, with the
-`amos-zoo` command of the wheel installed in a fresh environment (tests/conftest.py ``wheel_env``), each in its own
-process, from a folder outside the checkout, on a synthetic AMOS dataset in /data/amos22's place; then its Python
-block, whose results are checked. The only options added are the ones README "Development" shows (a CPU in
-seconds): ``reproduce`` gets ``--smoke``; ``fit``/``validate`` with ``--protocol P/M`` get ``reproduce --smoke``'s
-options for M and the CPU options; a ``fit`` without a protocol (2D) gets the small 2D options. A new command needs
-no adapter here; a new command kind that cannot run on a small dataset as typed needs an override that the README
-shows. `make demo` is tests/test_quickstart.py's command and `make test` is CI's."""
+"""What README.md shows runs as a user types it: every `amos-zoo` line of its bash blocks, in order, with the `amos-zoo`
+command of the wheel installed in a fresh environment (tests/conftest.py ``wheel_env``), each in its own process, from a
+folder outside the checkout, on a synthetic AMOS dataset in /data/amos22's place; then its Python block, whose results
+are checked. Each command prints none of the known third-party noise (amos_zoo.console.NOISE; tests/test_quiet.py shows
+that ``--verbose`` lets it through). The only options added are the ones README "Development" shows (a CPU in seconds):
+``reproduce`` gets ``--smoke``; ``fit``/``validate`` with ``--protocol P/M`` get ``reproduce --smoke``'s options for M
+and the CPU options; a ``fit`` without a protocol (2D) gets the small 2D options. A new command needs no adapter here; a
+new command kind that cannot run on a small dataset as typed needs an override that the README shows. `make demo` is
+tests/test_quickstart.py's command and `make test` is CI's."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, check_cross_validation_smoke_run, check_official_smoke_run, check_smoke_row
 
+from amos_zoo.console import NOISE
 from amos_zoo.experiments.reproduce import smoke_args
 
 README = (REPO / "README.md").read_text()
@@ -108,6 +110,9 @@ def test_every_readme_command_and_python_example_runs_as_typed(synth_root, wheel
         line = [str(wheel_env.console), *typed, *added_options(typed, work)]
         done = subprocess.run(line, cwd=work, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"amos-zoo {shlex.join(args)} exited {done.returncode}\n{done.stderr[-3000:]}"
+        printed = done.stdout + done.stderr  # quiet: none of the known third-party noise (amos_zoo.console.NOISE)
+        noise = [why for _kind, _where, message, why in NOISE if re.search(message, printed)]
+        assert not noise and "Traceback" not in printed, f"amos-zoo {shlex.join(args)}: {noise}\n{printed[-3000:]}"
         ran.append(args[0])
     expected = {"fit", "validate", "reproduce", "table", "predict", "evaluate", "export", "check-data", "cache", "plan"}
     assert expected <= set(ran)
