@@ -40,7 +40,9 @@ SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
     # 64 x 32 x 32: the smallest patch Swin-UNETR trains on (sides divisible by 32, a bottleneck of 2 voxels for its
     # instance norm); depths kept at 2, so every stage has its shifted-window block
     "swin_unetr": {"arch_kwargs": {"feature_size": 12}, "patch": [64, 32, 32]},
-    "vnet": {"arch_kwargs": {}, "patch": [32, 32, 32]},
+    # MONAI's VNet has no width setting: the smallest patch it trains on keeps its smoke runs short (four halvings,
+    # and a bottleneck of 2 voxels for its batch norm at a batch of 1)
+    "vnet": {"arch_kwargs": {}, "patch": [32, 16, 16]},
     "dynunet": {
         "arch_kwargs": {
             "filters": [8, 16, 32, 32],
