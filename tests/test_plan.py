@@ -1,14 +1,12 @@
 """The fingerprint and plan equal nnU-Net's own: target spacing, foreground intensity statistics, normalised
 intensities of a case and the 5-fold split, computed by nnunetv2 2.8 (and nnunet 1.7.1, the AMOS fork's base) on the
-synthetic dataset converted with `amos-zoo convert to-nnunet`. nnU-Net runs in a subprocess (its paths are read from
-the environment at import)."""
+synthetic dataset converted with `amos-zoo convert to-nnunet`. nnU-Net runs in a process of its own, forked before it
+is imported (tests/forked.py: its paths are read from the environment at import)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from forked import run_script
 
 from amos_zoo.data.convert import to_nnunet
 from amos_zoo.data.folds import crossval_split
@@ -86,10 +85,8 @@ def test_fingerprint_plan_and_normalisation_equal_nnunet_v2(raw):
     case_image = str(dataset / "imagesTr" / "amos_0002_0000.nii.gz")  # LPS-stored: nnU-Net reorients it to RAS
     script = tmp / "nnunet_v2.py"
     script.write_text(NNUNET_V2)
-    done = subprocess.run(
-        [sys.executable, str(script), str(dataset), str(out), case_image], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_script(script, [str(dataset), str(out), case_image], env=env)  # tests/forked.py
+    assert done.returncode == 0, done.stdout[-3000:]
     theirs = json.loads((out / "nnunet.json").read_text())
 
     ours = dataset_fingerprint(_cases(root), "nnunet-v2", workers=1, progress=False)
@@ -164,10 +161,8 @@ def test_fingerprint_and_plan_equal_nnunet_v1(raw):
     env = {**os.environ, "nnUNet_raw_data_base": str(tmp / "v1_base"), "nnUNet_preprocessed": str(pre)}
     script = tmp / "nnunet_v1.py"
     script.write_text(NNUNET_V1)
-    done = subprocess.run(
-        [sys.executable, str(script), str(dataset), str(cropped), str(pre)], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_script(script, [str(dataset), str(cropped), str(pre)], env=env)  # tests/forked.py
+    assert done.returncode == 0, done.stdout[-3000:]
     theirs = json.loads((pre / "v1.json").read_text())
 
     ours = dataset_fingerprint(_cases(root), "nnunet-v1", workers=1, progress=False)
@@ -308,13 +303,8 @@ def nnunet_plans(tmp_path_factory):
     script = tmp / "planner.py"
     script.write_text(NNUNET_V2_PLANNER)
     env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(pre), "nnUNet_results": str(tmp / "r")}
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp / "tasks.json"), str(tmp / "plans.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_script(script, [str(tmp / "tasks.json"), str(tmp / "plans.json")], env=env)  # tests/forked.py
+    assert done.returncode == 0, done.stdout[-3000:]
     return json.loads((tmp / "plans.json").read_text())
 
 
