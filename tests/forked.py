@@ -2,8 +2,9 @@
 server (one per xdist worker, started on first use) imports torch, Lightning, MONAI and amos-zoo's training modules
 once, and forks a process per script. The script runs as ``__main__`` with its own argv, environment, exit status,
 signals and process group, its stdout and stderr captured, as under ``subprocess.run``; what it cannot see is
-that its imports were already done (tests of import-time behaviour, the README's commands and DDP launches, which
-re-execute ``sys.argv``, keep real subprocesses).
+that its imports were already done (tests of import-time behaviour and the README's commands keep real subprocesses).
+Under Lightning's DDP the forked process is rank 0 and Lightning starts the other ranks as it always does, as new
+interpreters running the same script (``sys.argv``).
 
 Starting torch + Lightning + MONAI costs about 4.5 s of CPU per process on the suite's machines; the scripts that
 only need a process of their own (signals, SIGKILL, pre-emption) take it once per worker here instead of once each.
@@ -67,15 +68,18 @@ def run_script(
     env: dict[str, str] | None = None,
     new_session: bool = False,
     timeout: float = 600,
+    cwd: str | Path | None = None,
 ) -> subprocess.CompletedProcess:
     """``subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env,
-    start_new_session=new_session, timeout=timeout)``, in a process forked from the fork server: the returned
+    start_new_session=new_session, timeout=timeout, cwd=cwd)``, in a process forked from the fork server: the returned
     ``returncode`` is the script's exit status (negative: the signal that ended it) and ``stdout`` holds its stdout
     and stderr in the order written (``stderr`` is empty)."""
     env = dict(os.environ if env is None else env)
     with tempfile.TemporaryDirectory(prefix="forked-") as scratch:
         output = Path(scratch) / "output.txt"
-        process = _context().Process(target=run_as_main, args=(str(script), list(args), env, str(output), new_session))
+        process = _context().Process(
+            target=run_as_main, args=(str(script), list(args), env, str(output), new_session, cwd)
+        )
         process.start()
         process.join(timeout)
         if process.is_alive():  # as subprocess.run does on a timeout: kill it (its group, when it has its own)
@@ -88,7 +92,9 @@ def run_script(
     return subprocess.CompletedProcess([sys.executable, str(script), *args], process.exitcode, text, "")
 
 
-def run_as_main(script: str, args: list[str], env: dict[str, str], output: str, new_session: bool) -> None:
+def run_as_main(
+    script: str, args: list[str], env: dict[str, str], output: str, new_session: bool, cwd: str | Path | None = None
+) -> None:
     """The forked process: its own session (when asked), environment and argv, stdout and stderr to ``output``,
     the script run as ``__main__``; exit handlers run as at a normal interpreter exit."""
     import atexit
@@ -97,6 +103,8 @@ def run_as_main(script: str, args: list[str], env: dict[str, str], output: str, 
 
     if new_session:
         os.setsid()
+    if cwd is not None:
+        os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     tempfile.tempdir = None  # from TMPDIR again, as in a new interpreter

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import SMALL_UNET, small_fit_args
+from forked import run_script
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 from amos_zoo.train.module import SegmentationModule
@@ -25,10 +25,12 @@ AMOS_ZOO = str(Path(sys.executable).parent / "amos-zoo")
 
 
 def _amos_zoo(args: list[str], cwd: Path) -> str:
+    """The installed `amos-zoo` command: rank 0 forked (tests/forked.py), the other ranks started by Lightning as
+    new interpreters running the command."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([AMOS_ZOO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    return done.stdout + done.stderr
+    done = run_script(AMOS_ZOO, args, env=env, cwd=cwd)
+    assert done.returncode == 0, done.stdout[-4000:]
+    return done.stdout
 
 
 def _common(synth_root: Path, tmp_path: Path, task: str, devices: int) -> list[str]:

@@ -9,11 +9,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from collections import defaultdict
 from pathlib import Path
+
+from forked import run_script
 
 from amos_zoo.data.datamodule import SegmentationDataModule
 
@@ -96,15 +96,9 @@ def test_two_processes_draw_distinct_samples_and_keep_one_plateau_schedule(synth
     script = tmp_path / "train.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(script), str(synth_root), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    # rank 0 forked (tests/forked.py); Lightning starts rank 1 as a new interpreter running the script
+    done = run_script(script, [str(synth_root), str(tmp_path)], env=env, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
     # 3 batches of 2 (global batch 4) per process and epoch = 12 samples over 4 cases; pairwise distinct, across
