@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 #: what the fork server imports once (the scripts' own imports are then found in sys.modules)
@@ -32,7 +34,6 @@ PRELOAD = [
     "amos_zoo.cli.commands",
     "amos_zoo.experiments.reproduce",
     "amos_zoo.infer.pipeline",
-    "forked",  # this module: the child's entry point (tests/ is on the server's sys.path, as on the worker's)
 ]
 
 _CONTEXT: multiprocessing.context.ForkServerContext | None = None
@@ -73,34 +74,50 @@ def run_script(
     """``subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env,
     start_new_session=new_session, timeout=timeout, cwd=cwd)``, in a process forked from the fork server: the returned
     ``returncode`` is the script's exit status (negative: the signal that ended it) and ``stdout`` holds its stdout
-    and stderr in the order written (``stderr`` is empty)."""
+    and stderr in the order written (``stderr`` is empty). As ``subprocess.run`` does, it reads the output until every
+    process holding it has closed it (the script's own children too, such as DDP ranks), then waits for the script."""
+    command = [sys.executable, str(script), *args]
     env = dict(os.environ if env is None else env)
-    with tempfile.TemporaryDirectory(prefix="forked-") as scratch:
-        output = Path(scratch) / "output.txt"
-        process = _context().Process(
-            target=run_as_main, args=(str(script), list(args), env, str(output), new_session, cwd)
-        )
-        process.start()
-        process.join(timeout)
-        if process.is_alive():  # as subprocess.run does on a timeout: kill it (its group, when it has its own)
-            if new_session:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.kill()
-            process.join()
-            raise subprocess.TimeoutExpired([sys.executable, str(script), *args], timeout, output.read_text())
-        text = output.read_text(errors="replace") if output.is_file() else ""
-    return subprocess.CompletedProcess([sys.executable, str(script), *args], process.exitcode, text, "")
+    if cwd is not None and not Path(cwd).is_dir():
+        raise FileNotFoundError(f"no such folder: {cwd}")
+    reader, writer = multiprocessing.Pipe(duplex=False)  # the child's fds 1 and 2
+    process = _context().Process(target=run_as_main, args=(str(script), list(args), env, writer, new_session, cwd))
+    process.start()
+    writer.close()
+    deadline, chunks = time.monotonic() + timeout, []
+    with reader:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([reader.fileno()], [], [], left)[0]:
+                if new_session:  # as subprocess.run does on a timeout: kill it (its group, when it has its own)
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.kill()
+                process.join()
+                raise subprocess.TimeoutExpired(command, timeout, b"".join(chunks).decode(errors="replace"))
+            chunk = os.read(reader.fileno(), 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    process.join()
+    return subprocess.CompletedProcess(command, process.exitcode, b"".join(chunks).decode(errors="replace"), "")
 
 
 def run_as_main(
-    script: str, args: list[str], env: dict[str, str], output: str, new_session: bool, cwd: str | Path | None = None
+    script: str, args: list[str], env: dict[str, str], output, new_session: bool, cwd: str | Path | None = None
 ) -> None:
-    """The forked process: its own session (when asked), environment and argv, stdout and stderr to ``output``,
-    the script run as ``__main__``; exit handlers run as at a normal interpreter exit."""
+    """The forked process: stdout and stderr to ``output`` (a pipe's writing end), its own session (when asked),
+    folder, environment, argv and ``sys.path[0]``, the script run as ``__main__``; exit handlers run as at a normal
+    interpreter exit, and a KeyboardInterrupt ends it by SIGINT, as an interpreter does."""
     import atexit
     import io
     import runpy
+    import traceback
 
+    os.dup2(output.fileno(), 1)
+    os.dup2(output.fileno(), 2)
+    output.close()
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, write_through=True)
     if new_session:
         os.setsid()
     if cwd is not None:
@@ -108,18 +125,24 @@ def run_as_main(
     os.environ.clear()
     os.environ.update(env)
     tempfile.tempdir = None  # from TMPDIR again, as in a new interpreter
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, write_through=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, write_through=True)
+    if "OMP_NUM_THREADS" in env:  # read by torch when it started, in the fork server
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     sys.argv = [script, *args]
+    sys.path.insert(0, str(Path(script).resolve().parent))
     # a fresh interpreter's default start method (multiprocessing made this process with the fork server's and set
     # it as the default: the script's own pools would then start a fork server that runs the script again)
     multiprocessing.set_start_method(None, force=True)
     try:
         runpy.run_path(script, run_name="__main__")
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     finally:
         atexit._run_exitfuncs()  # multiprocessing ends its processes with os._exit, which skips them
         sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""DDP with the `ddp` strategy the README documents (`amos-zoo fit --trainer.strategy ddp`), 2 and 3 CPU processes
+"""DDP with the `ddp` strategy the README documents (`amos-zoo fit --trainer.strategy ddp`), 2 CPU processes
 (gloo): the DDP run's logged validation equals a single process's validation of its checkpoint, every tensor
 of that checkpoint loads (weights-only) into the network, and validation with more processes than cases
 finishes with each case counted once."""

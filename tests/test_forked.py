@@ -26,6 +26,12 @@ SCRIPT = textwrap.dedent(
             raise ValueError("from the script")
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if how == "interrupt":
+            raise KeyboardInterrupt
+        if how == "child":  # a child that outlives the script and writes last (as a DDP rank may)
+            import subprocess
+            late = "import time; time.sleep(1); open('late.txt', 'w').write('x'); print('child wrote', flush=True)"
+            subprocess.Popen([sys.executable, "-c", late])
     """
 )
 
@@ -47,7 +53,8 @@ def test_run_script_matches_a_real_subprocess(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "FORKED_PROBE": "seen"}
-    for how, new_session in (("exit", True), ("raise", False), ("kill", False), ("end", False)):
+    cases = (("exit", True), ("raise", False), ("kill", False), ("interrupt", False), ("child", False), ("end", False))
+    for how, new_session in cases:
         forked = run_script(script, [how], env=env, cwd=tmp_path, new_session=new_session)
         code, output = _real(script, [how], env, tmp_path, new_session)
         assert forked.returncode == code, (how, forked.stdout)
@@ -55,4 +62,9 @@ def test_run_script_matches_a_real_subprocess(tmp_path):
         assert "stderr" in forked.stdout and "fd 2" in forked.stdout
         assert ("atexit ran" in forked.stdout) == ("atexit ran" in output), (how, forked.stdout, output)
         assert ("ValueError: from the script" in forked.stdout) == (how == "raise")
-    assert [run_script(script, [h]).returncode for h in ("exit", "raise", "kill", "end")] == [3, 1, -9, 0]
+        if how == "child":  # the output is read until the child has closed it too, as subprocess.run reads it
+            assert "child wrote" in forked.stdout and "child wrote" in output
+            assert (tmp_path / "late.txt").is_file()
+            (tmp_path / "late.txt").unlink()
+    codes = [run_script(script, [h]).returncode for h in ("exit", "raise", "kill", "interrupt", "end")]
+    assert codes == [3, 1, -9, -2, 0]

@@ -203,7 +203,9 @@ def test_fit_under_ddp_preempted_exits_with_the_preempted_status(synth_root, tmp
     args += ["--trainer.val_check_interval", "100", "--trainer.enable_progress_bar", "false"]
     args += ["--trainer.strategy", "ddp", "--trainer.devices", "2"]  # rank 1 runs this script too: signalled alike
     # rank 0 forked (tests/forked.py); Lightning starts rank 1 as a new interpreter running the script
-    done = run_script(script, args, env={**os.environ, "OMP_NUM_THREADS": "1", "SIGTERM_AT": "run:2"})
+    done = run_script(
+        script, args, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "SIGTERM_AT": "run:2"}
+    )
     assert done.returncode == PREEMPTED_EXIT_STATUS, done.stdout[-3000:]
     saved = torch.load(tmp_path / "run" / "checkpoints" / "preempted.ckpt", weights_only=True, map_location="cpu")
     assert saved["global_step"] == 2
