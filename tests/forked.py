@@ -7,7 +7,8 @@ Under Lightning's DDP the forked process is rank 0 and Lightning starts the othe
 interpreters running the same script (``sys.argv``).
 
 Starting torch + Lightning + MONAI costs about 4.5 s of CPU per process on the suite's machines; the scripts that
-only need a process of their own (signals, SIGKILL, pre-emption) take it once per worker here instead of once each.
+only need a process of their own (signals, SIGKILL, pre-emption, nnU-Net's planners, rank 0 of a DDP run) take it once
+per worker here instead of once each.
 """
 
 from __future__ import annotations
@@ -134,16 +135,16 @@ def run_as_main(
     # a fresh interpreter's default start method (multiprocessing made this process with the fork server's and set
     # it as the default: the script's own pools would then start a fork server that runs the script again)
     multiprocessing.set_start_method(None, force=True)
+    interrupted = False
     try:
         runpy.run_path(script, run_name="__main__")
     except KeyboardInterrupt:
         traceback.print_exc()
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        interrupted = True
     finally:
         atexit._run_exitfuncs()  # multiprocessing ends its processes with os._exit, which skips them
         sys.stdout.flush()
         sys.stderr.flush()
+    if interrupted:  # an interpreter ends by the signal itself
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)

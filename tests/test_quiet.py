@@ -16,9 +16,10 @@ from amos_zoo.console import NOISE
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fit(synth_root: Path, tmp_path: Path, *, verbose: bool) -> str:
+def _verbose_fit(synth_root: Path, tmp_path: Path) -> str:
+    """`amos-zoo --verbose fit` of the small UNet for 2 steps in a new interpreter (warnings come once per process)."""
     args = [
-        *(["--verbose"] if verbose else []),
+        "--verbose",
         "fit",
         *small_fit_args(synth_root, tmp_path / "cache"),
         "--trainer.max_steps",
@@ -43,6 +44,6 @@ def _fit(synth_root: Path, tmp_path: Path, *, verbose: bool) -> str:
 def test_verbose_fit_shows_the_noise_the_filter_removes(synth_root, tmp_path):
     """The filter, not a quiet library, is what keeps the commands quiet: with --verbose, Lightning's tip is printed
     again (tests/test_readme.py asserts that every README command, run as typed, prints none of console.NOISE)."""
-    loud = _fit(synth_root, tmp_path / "loud", verbose=True)
+    loud = _verbose_fit(synth_root, tmp_path / "loud")
     assert re.search(r"Tip: For seamless cloud", loud), loud[-3000:]
     assert [message for _kind, _where, message, _why in NOISE if message.startswith("Tip: For seamless cloud")]
